@@ -28,20 +28,20 @@ static int ktlsh_hello_u16_list(struct ktlsh_cur *c, size_t len_bytes, uint16_t 
 {
 	struct ktlsh_cur list;
 	uint16_t len16, v;
-	uint8_t len8;
+	uint8_t len8 = 0;
 	int ret;
 
 	if (len_bytes == 1) {
-		ret = ktlsh_cur_u8(c, &len8);
+		ret = ktlsh_cur_get_u8(c, &len8);
 		len16 = len8;
 	} else {
-		ret = ktlsh_cur_u16(c, &len16);
+		ret = ktlsh_cur_get_u16(c, &len16);
 	}
 	if (ret || ktlsh_cur_sub(c, len16, &list) || (len16 & 1))
 		return -EBADMSG;
 	*n = 0;
 	while (list.left) {
-		if (ktlsh_cur_u16(&list, &v))
+		if (ktlsh_cur_get_u16(&list, &v))
 			return -EBADMSG;
 		ktlsh_hello_add(arr, cap, n, v);
 	}
@@ -54,10 +54,10 @@ static int ktlsh_hello_sni(struct ktlsh_cur *c, char *out, size_t outlen)
 	uint16_t len;
 	uint8_t type;
 
-	if (ktlsh_cur_u16(c, &len) || ktlsh_cur_sub(c, len, &list))
+	if (ktlsh_cur_get_u16(c, &len) || ktlsh_cur_sub(c, len, &list))
 		return -EBADMSG;
 	while (list.left) {
-		if (ktlsh_cur_u8(&list, &type) || ktlsh_cur_u16(&list, &len) ||
+		if (ktlsh_cur_get_u8(&list, &type) || ktlsh_cur_get_u16(&list, &len) ||
 		    ktlsh_cur_sub(&list, len, &name))
 			return -EBADMSG;
 		if (type == 0 && len < outlen && !memchr(name.p, 0, len)) {
@@ -76,10 +76,10 @@ static int ktlsh_hello_extensions(struct ktlsh_cur *c, int server, struct ktlsh_
 
 	if (!c->left)
 		return 0;	/* TLS 1.2 allows no extensions at all */
-	if (ktlsh_cur_u16(c, &total) || ktlsh_cur_sub(c, total, &exts))
+	if (ktlsh_cur_get_u16(c, &total) || ktlsh_cur_sub(c, total, &exts))
 		return -EBADMSG;
 	while (exts.left && !ret) {
-		if (ktlsh_cur_u16(&exts, &type) || ktlsh_cur_u16(&exts, &len) ||
+		if (ktlsh_cur_get_u16(&exts, &type) || ktlsh_cur_get_u16(&exts, &len) ||
 		    ktlsh_cur_sub(&exts, len, &ext))
 			return -EBADMSG;
 		switch (type) {
@@ -94,7 +94,7 @@ static int ktlsh_hello_extensions(struct ktlsh_cur *c, int server, struct ktlsh_
 			break;
 		case KTLSH_EXT_SUPPORTED_VERSIONS:
 			if (server) {
-				ret = ktlsh_cur_u16(&ext, &v);
+				ret = ktlsh_cur_get_u16(&ext, &v);
 				if (!ret) {
 					s->n_versions = 0;
 					ktlsh_hello_add(s->versions, KTLSH_ARRAY_SIZE(s->versions),
@@ -108,7 +108,7 @@ static int ktlsh_hello_extensions(struct ktlsh_cur *c, int server, struct ktlsh_
 			break;
 		case KTLSH_EXT_KEY_SHARE:
 			if (server)
-				ret = ktlsh_cur_u16(&ext, &s->key_share_group);
+				ret = ktlsh_cur_get_u16(&ext, &s->key_share_group);
 			break;
 		}
 	}
@@ -122,7 +122,7 @@ static int ktlsh_hello_prefix(struct ktlsh_cur *c, struct ktlsh_hello_summary *s
 	uint8_t sid_len;
 
 	memset(s, 0, sizeof(*s));
-	if (ktlsh_cur_u16(c, &legacy) || ktlsh_cur_skip(c, 32) || ktlsh_cur_u8(c, &sid_len) ||
+	if (ktlsh_cur_get_u16(c, &legacy) || ktlsh_cur_skip(c, 32) || ktlsh_cur_get_u8(c, &sid_len) ||
 	    sid_len > 32 || ktlsh_cur_skip(c, sid_len))
 		return -EBADMSG;
 	ktlsh_hello_add(s->versions, KTLSH_ARRAY_SIZE(s->versions), &s->n_versions, legacy);
@@ -136,7 +136,7 @@ int ktlsh_hello_parse_client(const uint8_t *body, size_t len, struct ktlsh_hello
 
 	if (ktlsh_hello_prefix(&c, s) ||
 	    ktlsh_hello_u16_list(&c, 2, s->ciphers, KTLSH_ARRAY_SIZE(s->ciphers), &s->n_ciphers) ||
-	    ktlsh_cur_u8(&c, &comp_len) || ktlsh_cur_sub(&c, comp_len, &comp))
+	    ktlsh_cur_get_u8(&c, &comp_len) || ktlsh_cur_sub(&c, comp_len, &comp))
 		return -EBADMSG;
 	return ktlsh_hello_extensions(&c, 0, s);
 }
@@ -147,7 +147,7 @@ int ktlsh_hello_parse_server(const uint8_t *body, size_t len, struct ktlsh_hello
 	uint16_t cipher;
 	uint8_t comp;
 
-	if (ktlsh_hello_prefix(&c, s) || ktlsh_cur_u16(&c, &cipher) || ktlsh_cur_u8(&c, &comp))
+	if (ktlsh_hello_prefix(&c, s) || ktlsh_cur_get_u16(&c, &cipher) || ktlsh_cur_get_u8(&c, &comp))
 		return -EBADMSG;
 	s->n_ciphers = 0;
 	ktlsh_hello_add(s->ciphers, KTLSH_ARRAY_SIZE(s->ciphers), &s->n_ciphers, cipher);

@@ -15,6 +15,7 @@
 
 #include <ktlsh/handshake.h>
 #include <ktlsh/record.h>
+#include <ktlsh/proto.h>
 
 #define KTLSH_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -78,59 +79,15 @@ extern const struct ktlsh_sys_ops *ktlsh_sys;
 int ktlsh_ktls_install(int fd, struct ktlsh_crypto_info *tx, struct ktlsh_crypto_info *rx,
 		       unsigned hs_flags, int version, unsigned *installed);
 
-/* Bounded reader for wire data: no read of n bytes without proving n are there. */
-struct ktlsh_cur {
-	const uint8_t *p;
-	size_t left;
-};
-
-static inline int ktlsh_cur_u8(struct ktlsh_cur *c, uint8_t *v)
+/* Wire cursors come from <ktlsh/proto.h>; TLS also has 24-bit lengths. */
+static inline int ktlsh_cur_get_u24(struct ktlsh_cur *c, uint32_t *v)
 {
-	if (c->left < 1)
-		return -EBADMSG;
-	*v = c->p[0];
-	c->p++;
-	c->left--;
-	return 0;
-}
+	uint8_t b[3];
+	int ret = ktlsh_cur_get(c, b, sizeof(b));
 
-static inline int ktlsh_cur_u16(struct ktlsh_cur *c, uint16_t *v)
-{
-	if (c->left < 2)
-		return -EBADMSG;
-	*v = (uint16_t)(c->p[0] << 8 | c->p[1]);
-	c->p += 2;
-	c->left -= 2;
-	return 0;
-}
-
-static inline int ktlsh_cur_u24(struct ktlsh_cur *c, uint32_t *v)
-{
-	if (c->left < 3)
-		return -EBADMSG;
-	*v = (uint32_t)c->p[0] << 16 | (uint32_t)c->p[1] << 8 | c->p[2];
-	c->p += 3;
-	c->left -= 3;
-	return 0;
-}
-
-/* Split off a sub-cursor of n bytes. */
-static inline int ktlsh_cur_sub(struct ktlsh_cur *c, size_t n, struct ktlsh_cur *sub)
-{
-	if (c->left < n)
-		return -EBADMSG;
-	sub->p = c->p;
-	sub->left = n;
-	c->p += n;
-	c->left -= n;
-	return 0;
-}
-
-static inline int ktlsh_cur_skip(struct ktlsh_cur *c, size_t n)
-{
-	struct ktlsh_cur unused;
-
-	return ktlsh_cur_sub(c, n, &unused);
+	if (!ret)
+		*v = (uint32_t)b[0] << 16 | (uint32_t)b[1] << 8 | b[2];
+	return ret;
 }
 
 /* hello.c: summaries of ClientHello / ServerHello bodies for the trace. */

@@ -43,7 +43,7 @@ static void ktlsh_classify_handshake(const uint8_t *p, size_t len, struct ktlsh_
 	uint32_t msg_len;
 
 	while (cur.left) {
-		if (ktlsh_cur_u8(&cur, &msg_type) || ktlsh_cur_u24(&cur, &msg_len) ||
+		if (ktlsh_cur_get_u8(&cur, &msg_type) || ktlsh_cur_get_u24(&cur, &msg_len) ||
 		    ktlsh_cur_sub(&cur, msg_len, &body)) {
 			/* A message split across records is legal TLS but not something
 			 * a kernel socket can reassemble for us: treat as malformed. */
