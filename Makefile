@@ -8,7 +8,7 @@
 # Sources are discovered by directory, so adding a file needs no edit here:
 #   libktlsh/*.c          -> libktlsh.so / libktlsh.a   (preload*.c -> libktlsh-preload.so)
 #   daemon/*.c            -> ktlshd                     (all but main.c also linked into unit tests)
-#   tools/<name>.c        -> <name>
+#   tools/<name>.c        -> <name>                     (linked with libktlsh only)
 #   tests/unit/test_*.c   -> one CUnit program each
 #   tests/tools/<name>.c  -> test helper programs
 #   tests/kernel/<name>.c -> kernel-suite drivers
@@ -34,6 +34,7 @@ LDFLAGS   += -fsanitize=address,undefined
 endif
 
 SSL_LIBS    := -lssl -lcrypto
+TOOL_LIBS   := $(SSL_LIBS) -lpthread $(shell pkg-config --libs liburing 2>/dev/null)
 DAEMON_LIBS := $(SSL_LIBS) -linih -lpthread $(shell pkg-config --libs libnl-genl-3.0 liburing libsystemd 2>/dev/null)
 CFLAGS      += $(shell pkg-config --cflags libnl-genl-3.0 2>/dev/null)
 
@@ -85,8 +86,8 @@ $(BUILD)/libktlsh-preload.so: $(PRELOAD_OBJ) $(LIB_OBJ)
 $(BUILD)/ktlshd: $(DAEMON_OBJ) $(LIBKTLSH_A)
 	$(CC) -o $@ $^ $(LDFLAGS) $(DAEMON_LIBS)
 
-$(BUILD)/%: $(BUILD)/obj/tools/%.o $(LIBKTLSH_A) $(DAEMON_LIBOBJ)
-	$(CC) -o $@ $^ $(LDFLAGS) $(DAEMON_LIBS)
+$(BUILD)/%: $(BUILD)/obj/tools/%.o $(LIBKTLSH_A)
+	$(CC) -o $@ $^ $(LDFLAGS) $(TOOL_LIBS)
 
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(DAEMON_LIBOBJ) $(LIBKTLSH_A)
 	@mkdir -p $(dir $@)
