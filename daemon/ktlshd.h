@@ -153,6 +153,21 @@ struct ktlshd_job {
 
 	char peer[64];			/* "addr:port" for logs */
 
+	/*
+	 * How the outcome is delivered. NULL: a HANDSHAKE_REPLY on conn. Else
+	 * called on the worker when the handshake ends (status 0 = kTLS
+	 * installed, or -errno), while ktlsh_hs_ssl(job->hs) is still there
+	 * to read the peer from; it may keep the socket by setting job->fd to
+	 * -1, and may leave a reply for conn in job->reply. Used by the
+	 * kernel's handshake upcall and the proxy.
+	 */
+	void (*done)(struct ktlshd_job *job, int status);
+	/* Optional: per-connection SSL settings (PSK, keyring certificates)
+	 * before the first step; -errno fails the handshake. */
+	int (*prepare)(struct ktlshd_job *job, SSL *ssl);
+	void *done_arg;
+	struct ktlsh_proto_reply *reply;
+
 	/* worker-private */
 	struct ktlsh_hs *hs;
 	size_t heap_idx;

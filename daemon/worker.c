@@ -221,9 +221,50 @@ static void ktlshd_reply_peer(struct ktlsh_proto_reply *rep, SSL *ssl)
 		rep->has_peer_fingerprint = true;
 }
 
+/* The default completion: a HANDSHAKE_REPLY on the control connection,
+ * built now and sent once the daemon's copy of the socket is closed. */
+static void ktlshd_job_reply_ctl(struct ktlshd_job *job, int status)
+{
+	const struct ktlsh_hs_info *info = job->hs ? ktlsh_hs_info(job->hs) : NULL;
+	struct ktlsh_proto_reply *rep = calloc(1, sizeof(*rep));
+	uint64_t us = ktlshd_now_us() - job->start_us;
+
+	job->reply = rep;
+	if (!rep)
+		return;
+	ktlsh_proto_reply_init(rep, KTLSH_PROTO_HANDSHAKE_REPLY, job->id);
+	if (info) {
+		ktlshd_text_copy(rep->reason, sizeof(rep->reason), info->reason);
+		rep->alert_sent = info->alert_sent;
+		rep->alert_received = info->alert_received;
+		if (info->cipher_name[0] && status != -ETIMEDOUT) {
+			rep->tls_version = (uint32_t)info->version;
+			if (ktlshd_is_token(info->cipher_name))
+				snprintf(rep->cipher, sizeof(rep->cipher), "%s", info->cipher_name);
+			if (ktlshd_is_token(info->group) && strcmp(info->group, "-"))
+				snprintf(rep->group, sizeof(rep->group), "%s", info->group);
+			if (ktlshd_is_token(info->alpn))
+				snprintf(rep->alpn, sizeof(rep->alpn), "%s", info->alpn);
+			rep->resumed = info->resumed;
+		}
+		if (!status) {
+			rep->tx_seq = info->tx_seq;
+			rep->rx_seq = info->rx_seq;
+		}
+		ktlshd_reply_peer(rep, ktlsh_hs_ssl(job->hs));
+	}
+	if (status == -ETIMEDOUT)
+		snprintf(rep->reason, sizeof(rep->reason), "handshake timed out after %llu ms",
+			 (unsigned long long)(us / 1000));
+	else if (status == -EOPNOTSUPP && ktlshd_handshake_only)
+		snprintf(rep->reason, sizeof(rep->reason),
+			 "handshake completed; not offloaded (ktlshd --handshake-only)");
+	rep->handshake_us = us;
+	rep->status = status;	/* fail closed: only here does it become 0 */
+}
+
 static void ktlshd_job_finish(struct ktlshd_worker *w, struct ktlshd_job *job, int status)
 {
-	struct ktlsh_proto_reply *rep;
 	const struct ktlsh_hs_info *info = job->hs ? ktlsh_hs_info(job->hs) : NULL;
 	uint64_t us = ktlshd_now_us() - job->start_us;
 	enum ktlshd_outcome outcome = ktlshd_outcome_of(status);
@@ -237,38 +278,6 @@ static void ktlshd_job_finish(struct ktlshd_worker *w, struct ktlshd_job *job, i
 	}
 	if (job->events)
 		(void)epoll_ctl(w->epfd, EPOLL_CTL_DEL, job->fd, NULL);
-	rep = calloc(1, sizeof(*rep));
-	if (rep) {
-		ktlsh_proto_reply_init(rep, KTLSH_PROTO_HANDSHAKE_REPLY, job->id);
-		if (info) {
-			ktlshd_text_copy(rep->reason, sizeof(rep->reason), info->reason);
-			rep->alert_sent = info->alert_sent;
-			rep->alert_received = info->alert_received;
-			if (info->cipher_name[0] && status != -ETIMEDOUT) {
-				rep->tls_version = (uint32_t)info->version;
-				if (ktlshd_is_token(info->cipher_name))
-					snprintf(rep->cipher, sizeof(rep->cipher), "%s", info->cipher_name);
-				if (ktlshd_is_token(info->group) && strcmp(info->group, "-"))
-					snprintf(rep->group, sizeof(rep->group), "%s", info->group);
-				if (ktlshd_is_token(info->alpn))
-					snprintf(rep->alpn, sizeof(rep->alpn), "%s", info->alpn);
-				rep->resumed = info->resumed;
-			}
-			if (!status) {
-				rep->tx_seq = info->tx_seq;
-				rep->rx_seq = info->rx_seq;
-			}
-			ktlshd_reply_peer(rep, ktlsh_hs_ssl(job->hs));
-		}
-		if (status == -ETIMEDOUT)
-			snprintf(rep->reason, sizeof(rep->reason),
-				 "handshake timed out after %llu ms", (unsigned long long)(us / 1000));
-		else if (status == -EOPNOTSUPP && ktlshd_handshake_only)
-			snprintf(rep->reason, sizeof(rep->reason),
-				 "handshake completed; not offloaded (ktlshd --handshake-only)");
-		rep->handshake_us = us;
-		rep->status = status;	/* fail closed: only here does it become 0 */
-	}
 	if (status == 0 || (status == -EOPNOTSUPP && ktlshd_handshake_only))
 		log_info("handshake ok peer=%s role=%s identity=%s sni=%s version=%s cipher=%s "
 			 "resumed=%d ms=%.3f%s", job->peer,
@@ -284,21 +293,30 @@ static void ktlshd_job_finish(struct ktlshd_worker *w, struct ktlshd_job *job, i
 			 job->role == KTLSH_ROLE_SERVER ? "server" : "client",
 			 job->identity[0] ? job->identity : "-",
 			 job->server_name[0] ? job->server_name : "-", us / 1000.0,
-			 strerror(-status), rep ? rep->reason : "");
+			 strerror(-status), status == -ETIMEDOUT ? "timed out" :
+			 info ? info->reason : "");
 	atomic_fetch_add(&ktlshd_stats.outcomes[outcome], 1);
 	if (info && info->resumed && !status)
 		atomic_fetch_add(&ktlshd_stats.resumed, 1);
+
+	/* The completion may keep the socket (it sets job->fd to -1). */
+	if (job->done)
+		job->done(job, status);
+	else
+		ktlshd_job_reply_ctl(job, status);
 
 	/* Give the socket back as found, then let go of it before replying: when
 	 * the application reads the reply the daemon holds nothing of it. */
 	ktlsh_hs_free(job->hs);
 	job->hs = NULL;
-	close(job->fd);
+	if (job->fd >= 0)
+		close(job->fd);
 	job->fd = -1;
-	if (rep) {
-		(void)ktlshd_conn_send_reply(job->conn, rep);
-		explicit_bzero(rep, sizeof(*rep));
-		free(rep);
+	if (job->reply) {
+		(void)ktlshd_conn_send_reply(job->conn, job->reply);
+		explicit_bzero(job->reply, sizeof(*job->reply));
+		free(job->reply);
+		job->reply = NULL;
 	}
 	atomic_fetch_sub(&ktlshd_stats.inflight, 1);
 	ktlshd_job_free(job);
@@ -365,6 +383,13 @@ static void ktlshd_job_start(struct ktlshd_worker *w, struct ktlshd_job *job)
 				(unsigned)job->alpn_wire_len)) {
 		ktlshd_job_finish(w, job, -EINVAL);
 		return;
+	}
+	if (job->prepare) {
+		ret = job->prepare(job, ssl);
+		if (ret) {
+			ktlshd_job_finish(w, job, ret);
+			return;
+		}
 	}
 	ktlshd_job_step(w, job);
 }
