@@ -203,7 +203,42 @@ int ktlshd_check_config(const char *path)
 #define KTLSHD_EV_LISTEN	((void *)1)
 #define KTLSHD_EV_SIGNAL	((void *)2)
 
+/*
+ * Other event sources of the main loop (the kernel's handshake upcall, the
+ * proxy's listeners) register here; their handler runs on the main thread
+ * when the fd is readable.
+ */
+struct ktlshd_source {
+	int fd;
+	void (*handle)(void *arg);
+	void *arg;
+};
+
+static int ktlshd_ep = -1;
+
+int ktlshd_loop_add(int fd, void (*handle)(void *arg), void *arg)
+{
+	struct ktlshd_source *src;
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	if (ktlshd_ep < 0)
+		return -EBADF;
+	src = calloc(1, sizeof(*src));
+	if (!src)
+		return -ENOMEM;
+	src->fd = fd;
+	src->handle = handle;
+	src->arg = arg;
+	ev.data.ptr = src;
+	if (epoll_ctl(ktlshd_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		free(src);
+		return -errno;
+	}
+	return 0;
+}
+
 struct ktlshd_conn_node {
+	struct ktlshd_source src;	/* .handle NULL: a control connection */
 	struct ktlshd_conn *c;
 	struct ktlshd_conn_node *prev, *next;
 };
@@ -276,6 +311,7 @@ int ktlshd_run(const struct ktlshd_opts *opts)
 	signal(SIGPIPE, SIG_IGN);
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	ep = epoll_create1(EPOLL_CLOEXEC);
+	ktlshd_ep = ep;
 	buf = malloc(KTLSH_PROTO_MAX_MSG);
 	ret = -errno;
 	if (sfd < 0 || ep < 0 || !buf)
@@ -341,6 +377,10 @@ int ktlshd_run(const struct ktlshd_opts *opts)
 						running = false;
 					}
 				}
+			} else if (((struct ktlshd_source *)evs[i].data.ptr)->handle) {
+				struct ktlshd_source *src = evs[i].data.ptr;
+
+				src->handle(src->arg);
 			} else {
 				node = evs[i].data.ptr;
 				if (ktlshd_ctl_handle(node->c, buf, KTLSH_PROTO_MAX_MSG)) {
@@ -382,6 +422,7 @@ out:
 		close(sfd);
 	if (ep >= 0)
 		close(ep);
+	ktlshd_ep = -1;
 	free(buf);
 	ktlshd_current_set(NULL);
 	ktlshd_runtime_put(rt);

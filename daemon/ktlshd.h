@@ -195,6 +195,11 @@ void ktlshd_reply_error(struct ktlshd_conn *c, uint32_t id, int status, const ch
 
 uint64_t ktlshd_now_us(void);
 
+/* ---- daemon.c: the main loop ---- */
+/* Watch fd on the main thread; handle(arg) runs when it is readable.
+ * Sources live as long as the daemon runs. */
+int ktlshd_loop_add(int fd, void (*handle)(void *arg), void *arg);
+
 /* ---- main.c ---- */
 extern uint64_t ktlshd_start_us;
 extern const char *ktlshd_config_path;
