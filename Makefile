@@ -1,7 +1,8 @@
 # ktlsh — kernel TLS handshake daemon, library and preload shim.
 #
 #   make                 build everything into $(BUILD)/
-#   make check           install test deps, build, run unit, sanitizer and kernel suites
+#   make check           install test deps, build, run unit, sanitizer, fuzz-replay and kernel suites
+#   make fuzz            every libFuzzer target for FUZZ_TIME seconds (default 60)
 #   make SAN=1           AddressSanitizer + UBSan build (into build-san/ by default)
 #   make install         PREFIX=/usr/local DESTDIR=
 #
@@ -64,7 +65,7 @@ TTOOLS      := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TTOOL_SRC))
 
 ALL := $(LIBKTLSH_A) $(LIBKTLSH_SO) $(PRELOAD_SO) $(KTLSHD) $(TOOLS) $(UNITS) $(TTOOLS)
 
-.PHONY: all check check-unit check-kernel deps install uninstall clean
+.PHONY: all check check-unit check-kernel deps fuzz install uninstall clean
 all: $(ALL)
 
 $(BUILD)/obj/%.o: %.c
@@ -103,6 +104,11 @@ deps:
 check:
 	scripts/check
 
+# Every fuzz target for FUZZ_TIME seconds (make check runs a short pass).
+FUZZ_TIME ?= 60
+fuzz:
+	scripts/fuzz --all $(FUZZ_TIME)
+
 check-unit: all
 	scripts/check --unit-only
 
@@ -126,6 +132,6 @@ uninstall:
 	$(foreach t,$(TOOLS),rm -f $(DESTDIR)$(BINDIR)/$(notdir $(t));)
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

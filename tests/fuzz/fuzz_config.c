@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
+// fuzz-sources: daemon/config.c -linih
 /*
  * libFuzzer target for the ktlshd.conf parser (daemon/config.c).
  *

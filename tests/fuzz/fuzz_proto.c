@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
+// fuzz-sources: libktlsh/proto.c
 /*
  * libFuzzer target for the control-protocol codec: arbitrary bytes are
  * decoded as a request, a reply and a status reply; whatever decodes must
