@@ -80,9 +80,11 @@ $(LIBKTLSH_SO): $(LIB_OBJ) libktlsh/libktlsh.map
 	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=libktlsh/libktlsh.map \
 		-Wl,-z,defs -o $@ $(LIB_OBJ) $(LDFLAGS) $(SSL_LIBS)
 
+comma := ,
+PRELOAD_MAP := $(if $(wildcard libktlsh/preload.map),-Wl$(comma)--version-script=libktlsh/preload.map)
+
 $(BUILD)/libktlsh-preload.so: $(PRELOAD_OBJ) $(LIB_OBJ)
-	$(CC) -shared -Wl,-z,defs $(if $(wildcard libktlsh/preload.map),-Wl,--version-script=libktlsh/preload.map) \
-		-o $@ $^ $(LDFLAGS) $(SSL_LIBS) -ldl -lpthread
+	$(CC) -shared -Wl,-z,defs $(PRELOAD_MAP) -o $@ $^ $(LDFLAGS) $(SSL_LIBS) -ldl -lpthread
 
 $(BUILD)/ktlshd: $(DAEMON_OBJ) $(LIBKTLSH_A)
 	$(CC) -o $@ $^ $(LDFLAGS) $(DAEMON_LIBS)
