@@ -361,8 +361,11 @@ static void ktlshd_handle_handshake(struct ktlshd_conn *c, const struct ktlsh_pr
 	if (job->role == KTLSH_ROLE_SERVER && req->server_name[0])
 		snprintf(job->server_name, sizeof(job->server_name), "%s", req->server_name);
 	job->start_us = ktlshd_now_us();
+	/* A request may shorten the configured limit, never extend it: a caller
+	 * must not hold a handshake slot (or a stop) longer than the operator set. */
 	job->deadline_us = job->start_us +
-		1000ull * (req->timeout_ms ? req->timeout_ms : cfg->global.handshake_timeout_ms);
+		1000ull * (req->timeout_ms && req->timeout_ms < cfg->global.handshake_timeout_ms ?
+			   req->timeout_ms : cfg->global.handshake_timeout_ms);
 	ktlshd_peer_name(fd, job->peer, sizeof(job->peer));
 	job->conn = ktlshd_conn_get(c);
 	job->rt = rt;

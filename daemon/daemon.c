@@ -5,6 +5,7 @@
  * handshakes finish.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <systemd/sd-daemon.h>
 
@@ -23,6 +25,7 @@
 #include "daemon.h"
 
 uint64_t ktlshd_start_us;
+static char ktlshd_listen_desc[160];	/* the control socket, for logs and STATUS= */
 const char *ktlshd_config_path;
 static struct ktlsh_kcaps ktlshd_caps;
 static int ktlshd_log_override = -1;
@@ -45,8 +48,15 @@ int ktlshd_reload(char *err, size_t errlen)
 {
 	struct ktlsh_config *cfg = NULL;
 	struct ktlshd_runtime *rt = NULL, *old;
+	struct timespec now;
 	int ret;
 
+	/* MONOTONIC_USEC= lets systemd >= 253 (Type=notify-reload) match this
+	 * RELOADING=1 to the reload it asked for; older versions ignore it. */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
+		   (unsigned long long)now.tv_sec * 1000000ull + (unsigned long long)now.tv_nsec / 1000,
+		   ktlshd_config_path);
 	ret = ktlsh_config_load(ktlshd_config_path, &cfg, err, errlen);
 	if (ret)
 		goto fail;
@@ -64,11 +74,15 @@ int ktlshd_reload(char *err, size_t errlen)
 	ktlshd_current_set(rt);
 	log_info("configuration reloaded from %s (generation %llu)", ktlshd_config_path,
 		 (unsigned long long)rt->generation);
+	sd_notifyf(0, "READY=1\nSTATUS=serving on %s (configuration generation %llu)",
+		   ktlshd_listen_desc, (unsigned long long)rt->generation);
 	ktlsh_config_put(cfg);
 	return 0;
 fail:
 	/* The old configuration keeps serving. */
 	log_err("reload rejected, keeping the running configuration: %s", err);
+	sd_notifyf(0, "READY=1\nSTATUS=reload rejected, serving the previous configuration: %.*s",
+		   (int)strcspn(err, "\n"), err);
 	ktlsh_config_put(cfg);
 	return ret;
 }
@@ -157,6 +171,8 @@ static int ktlshd_drop_privileges(const struct ktlsh_config *cfg)
 /* The listening socket: systemd's (socket activation) or our own. */
 static int ktlshd_listener(const struct ktlsh_config *cfg, int *fd, bool *owned)
 {
+	struct sockaddr_un sun = { 0 };
+	socklen_t sunlen = sizeof(sun);
 	int n = sd_listen_fds(1);
 
 	*owned = false;
@@ -169,11 +185,24 @@ static int ktlshd_listener(const struct ktlsh_config *cfg, int *fd, bool *owned)
 			log_err("the socket systemd passed is not a listening AF_UNIX SOCK_SEQPACKET socket");
 			return -EINVAL;
 		}
+		/* systemd passes a blocking socket unless the service says
+		 * NonBlocking=yes, and the main loop accepts until EAGAIN. */
+		if (fcntl(SD_LISTEN_FDS_START, F_SETFL,
+			  fcntl(SD_LISTEN_FDS_START, F_GETFL) | O_NONBLOCK) < 0 ||
+		    fcntl(SD_LISTEN_FDS_START, F_SETFD, FD_CLOEXEC) < 0)
+			return -errno;
 		*fd = SD_LISTEN_FDS_START;
+		if (getsockname(*fd, (struct sockaddr *)&sun, &sunlen) == 0 &&
+		    sunlen > offsetof(struct sockaddr_un, sun_path) && sun.sun_path[0])
+			snprintf(ktlshd_listen_desc, sizeof(ktlshd_listen_desc), "%.*s (from systemd)",
+				 (int)(sunlen - offsetof(struct sockaddr_un, sun_path)), sun.sun_path);
+		else
+			snprintf(ktlshd_listen_desc, sizeof(ktlshd_listen_desc), "the socket from systemd");
 		log_info("control socket from systemd (socket activation)");
 		return 0;
 	}
 	*owned = cfg->global.socket[0] != '@';
+	snprintf(ktlshd_listen_desc, sizeof(ktlshd_listen_desc), "%s", cfg->global.socket);
 	return ktlshd_ctl_listen(cfg->global.socket, fd);
 }
 
@@ -192,7 +221,7 @@ int ktlshd_check_config(const char *path)
 		fprintf(stderr, "%s%s", err, err[0] && err[strlen(err) - 1] == '\n' ? "" : "\n");
 	} else {
 		if (cfg->warnings)
-			fprintf(stderr, "%s", cfg->warnings);
+			fprintf(stderr, "%s\n", cfg->warnings);
 		printf("configuration OK\n");
 	}
 	ktlshd_runtime_put(rt);
@@ -335,8 +364,8 @@ int ktlshd_run(const struct ktlshd_opts *opts)
 	}
 	log_info("ktlshd %s ready: %u workers, %zu identities, %zu client profiles, socket %s",
 		 KTLSHD_VERSION, ktlshd_workers_count(), rt->n_idents, rt->n_clients,
-		 cfg->global.socket);
-	sd_notifyf(0, "READY=1\nSTATUS=serving on %s with %u workers", cfg->global.socket,
+		 ktlshd_listen_desc);
+	sd_notifyf(0, "READY=1\nSTATUS=serving on %s with %u workers", ktlshd_listen_desc,
 		   ktlshd_workers_count());
 
 	while (running) {
@@ -368,10 +397,8 @@ int ktlshd_run(const struct ktlshd_opts *opts)
 			} else if (evs[i].data.ptr == KTLSHD_EV_SIGNAL) {
 				while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
 					if (si.ssi_signo == SIGHUP) {
-						sd_notify(0, "RELOADING=1");
 						log_info("SIGHUP: reloading %s", ktlshd_config_path);
 						(void)ktlshd_reload(err, sizeof(err));
-						sd_notify(0, "READY=1");
 					} else {
 						log_info("%s: stopping", strsignal((int)si.ssi_signo));
 						running = false;

@@ -27,12 +27,15 @@ void ktlshd_log(int prio, const char *fmt, ...)
 	static const char *const names[] = {
 		"emerg", "alert", "crit", "error", "warning", "notice", "info", "debug",
 	};
-	char line[2048];
+	char line[2048], msg[2048], *p, *nl;
 	size_t n = 0;
 	va_list ap;
 
 	if (prio > ktlshd_log_level)
 		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
 	if (ktlshd_log_prefix) {
 		n = (size_t)snprintf(line, sizeof(line), "<%d>", prio);
 	} else {
@@ -45,11 +48,16 @@ void ktlshd_log(int prio, const char *fmt, ...)
 		n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ ktlshd %s: ",
 				      ts.tv_nsec / 1000000, names[prio & 7]);
 	}
-	va_start(ap, fmt);
-	vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-	va_end(ap);
-	/* One write per line keeps lines whole when workers log at once. */
-	fprintf(stderr, "%s\n", line);
+	/* Every line of a multi-line message (a reload's file:line list) gets
+	 * the prefix; one write per line keeps lines whole across threads. */
+	for (p = msg; p; p = nl) {
+		nl = strchr(p, '\n');
+		if (nl)
+			*nl++ = '\0';
+		if (!*p && !nl)
+			break;
+		fprintf(stderr, "%.*s%s\n", (int)n, line, p);
+	}
 }
 
 void ktlshd_log_trace(void *arg, const char *line)

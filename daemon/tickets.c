@@ -6,9 +6,9 @@
  * ticket), or come from a file the operator rotates across a fleet.
  *
  * Ticket key file: a multiple of 80 bytes; each key is name (16), AES-256
- * key (32), HMAC-SHA256 key (32). The first key encrypts, all decrypt —
- * the same layout nginx's ssl_session_ticket_key uses, so one file can
- * serve both.
+ * key (32), HMAC-SHA256 key (32). The first key encrypts, all decrypt.
+ * (nginx's 80-byte files order the two keys the other way round: not
+ * interchangeable.)
  */
 #include <errno.h>
 #include <fcntl.h>
