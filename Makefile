@@ -14,8 +14,7 @@
 #   daemon/*.c            -> ktlshd                     (all but main.c also linked into unit tests)
 #   tools/<name>.c        -> <name>                     (linked with libktlsh only)
 #   tests/unit/test_*.c   -> one CUnit program each
-#   tests/tools/<name>.c  -> test helper programs
-#   tests/kernel/<name>.c -> kernel-suite drivers
+#   tests/<dir>/<name>.c  -> build/tests/<dir>/<name>: test helpers and suite drivers
 
 SAN       ?=
 BUILD     ?= $(if $(SAN),build-san,build)
@@ -58,7 +57,7 @@ DAEMON_SRC  := $(wildcard daemon/*.c)
 DAEMON_LIBSRC := $(filter-out daemon/main.c,$(DAEMON_SRC))
 TOOL_SRC    := $(wildcard tools/*.c)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
-TTOOL_SRC   := $(wildcard tests/tools/*.c) $(wildcard tests/kernel/*.c)
+TTOOL_SRC   := $(filter-out tests/unit/% tests/fuzz/%,$(wildcard tests/*/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 

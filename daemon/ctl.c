@@ -7,7 +7,6 @@
  * finishes. Everything that arrives is bounded and checked before use.
  */
 #include <errno.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +25,7 @@
 #include "ctl.h"
 
 #define KTLSHD_CTL_MAX_FDS	8	/* more than one is refused; room to close extras */
-#define KTLSHD_SEND_WAIT_MS	2000	/* a client not reading its replies */
+#define KTLSHD_CTL_BATCH		64	/* messages per connection per loop pass */
 
 struct ktlshd_conn *ktlshd_conn_get(struct ktlshd_conn *c)
 {
@@ -45,20 +44,18 @@ void ktlshd_conn_put(struct ktlshd_conn *c)
 
 static int ktlshd_conn_send(struct ktlshd_conn *c, const void *buf, size_t len)
 {
-	struct pollfd p = { .fd = c->fd, .events = POLLOUT };
-	ssize_t n;
-
-	for (;;) {
-		n = send(c->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n >= 0)
-			return 0;
-		if (errno != EAGAIN)
-			return -errno;
-		/* Bounded: a client that stops reading loses its replies, and the
-		 * daemon does not buffer for it. */
-		if (poll(&p, 1, KTLSHD_SEND_WAIT_MS) <= 0)
-			return -ETIMEDOUT;
-	}
+	if (send(c->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
+		return 0;
+	if (errno != EAGAIN)
+		return -errno;
+	/* A client that lets its socket fill up stops reading replies. Waiting
+	 * for it would stall a worker or the main loop for everyone, and
+	 * buffering would grow without bound: hang up instead. The client sees
+	 * its connection end and fails every handshake it still had pending. */
+	log_warn("control: pid %d does not read its replies; closing its connection",
+		 (int)c->pid);
+	(void)shutdown(c->fd, SHUT_RDWR);
+	return -EAGAIN;
 }
 
 int ktlshd_conn_send_reply(struct ktlshd_conn *c, const struct ktlsh_proto_reply *rep)
@@ -90,21 +87,43 @@ int ktlshd_conn_send_reply(struct ktlshd_conn *c, const struct ktlsh_proto_reply
 	return ret;
 }
 
-void ktlshd_reply_error(struct ktlshd_conn *c, uint32_t id, int status, const char *fmt, ...)
+static void ktlshd_reply_vsend(struct ktlshd_conn *c, enum ktlsh_proto_type type, uint32_t id,
+			       int status, const char *fmt, va_list ap)
 {
 	struct ktlsh_proto_reply rep;
-	va_list ap;
 	size_t i;
 
-	ktlsh_proto_reply_init(&rep, KTLSH_PROTO_ERROR, id);
-	va_start(ap, fmt);
+	ktlsh_proto_reply_init(&rep, type, id);
 	vsnprintf(rep.reason, sizeof(rep.reason), fmt, ap);
-	va_end(ap);
 	for (i = 0; rep.reason[i]; i++)
-		if ((unsigned char)rep.reason[i] < 0x20)
+		if ((unsigned char)rep.reason[i] < 0x20 || (unsigned char)rep.reason[i] >= 0x7f)
 			rep.reason[i] = '?';
 	rep.status = status < 0 ? status : -EINVAL;
 	(void)ktlshd_conn_send_reply(c, &rep);
+}
+
+void ktlshd_reply_error(struct ktlshd_conn *c, uint32_t id, int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!c)
+		return;
+	va_start(ap, fmt);
+	ktlshd_reply_vsend(c, KTLSH_PROTO_ERROR, id, status, fmt, ap);
+	va_end(ap);
+}
+
+/* A handshake request that was understood but refused gets the reply type
+ * the caller waits for (protocol.md): HANDSHAKE_REPLY with the status. */
+__attribute__((format(printf, 4, 5)))
+static void ktlshd_reply_refused(struct ktlshd_conn *c, uint32_t id, int status,
+				 const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	ktlshd_reply_vsend(c, KTLSH_PROTO_HANDSHAKE_REPLY, id, status, fmt, ap);
+	va_end(ap);
 }
 
 /* ---- the listening socket ---- */
@@ -320,6 +339,12 @@ static void ktlshd_handle_handshake(struct ktlshd_conn *c, const struct ktlsh_pr
 				 (unsigned)c->uid, id->cfg->name);
 			goto refuse;
 		}
+		ret = -EINVAL;
+		if (req->server_name[0] && id->cfg->verify_client == KTLSH_CONFIG_VERIFY_NONE) {
+			snprintf(why, sizeof(why), "an expected client name needs client certificates, "
+				 "but identity \"%s\" has verify_client = none", id->cfg->name);
+			goto refuse;
+		}
 		job->ctx = id->ctx;
 		snprintf(job->identity, sizeof(job->identity), "%s", id->cfg->name);
 		if (req->flags & KTLSH_PROTO_F_TRUSTED_PEER && !id->cfg->tls.trusted_peer)
@@ -384,11 +409,13 @@ static void ktlshd_handle_handshake(struct ktlshd_conn *c, const struct ktlsh_pr
 refuse:
 	log_warn("handshake request %u from pid %d uid %u refused: %s", req->id, (int)c->pid,
 		 (unsigned)c->uid, why);
-	atomic_fetch_add(&ktlshd_stats.outcomes[ktlshd_outcome_of(ret)], 1);
+	/* -ENOENT here is a name the configuration lacks, not the kernel. */
+	atomic_fetch_add(&ktlshd_stats.outcomes[ret == -ENOENT ? KTLSHD_FAIL_BADREQ :
+						 ktlshd_outcome_of(ret)], 1);
 	close(fd);
 	free(job);
 	ktlshd_runtime_put(rt);
-	ktlshd_reply_error(c, req->id, ret, "%s", why);
+	ktlshd_reply_refused(c, req->id, ret, "%s", why);
 }
 
 static void ktlshd_handle_status(struct ktlshd_conn *c, uint32_t id)
@@ -424,7 +451,7 @@ static void ktlshd_handle_reload(struct ktlshd_conn *c, uint32_t id)
 	ktlsh_proto_reply_init(&rep, KTLSH_PROTO_RELOAD_REPLY, id);
 	if (c->uid != 0 && c->uid != geteuid()) {
 		log_warn("reload request from uid %u (pid %d) refused", (unsigned)c->uid, (int)c->pid);
-		rep.status = -EPERM;
+		rep.status = -EACCES;
 		snprintf(rep.reason, sizeof(rep.reason), "only root or the daemon's user may reload");
 	} else {
 		ret = ktlshd_reload(rep.reason, sizeof(rep.reason));
@@ -453,10 +480,12 @@ int ktlshd_ctl_handle(struct ktlshd_conn *c, uint8_t *buf, size_t buflen)
 	struct cmsghdr *cmsg;
 	struct ktlsh_proto_hdr hdr;
 	struct ktlsh_proto_request *req = NULL;
-	int fds[KTLSHD_CTL_MAX_FDS], nfds, i, ret = 0;
+	int fds[KTLSHD_CTL_MAX_FDS], nfds, i, ret = 0, batch;
 	ssize_t n;
 
-	for (;;) {
+	/* A bounded batch: the loop comes back (level-triggered), and one busy
+	 * connection cannot starve the others. */
+	for (batch = 0; batch < KTLSHD_CTL_BATCH; batch++) {
 		memset(&msg, 0, sizeof(msg));
 		msg.msg_iov = &iov;
 		msg.msg_iovlen = 1;
@@ -477,6 +506,23 @@ int ktlshd_ctl_handle(struct ktlshd_conn *c, uint8_t *buf, size_t buflen)
 		}
 		if (n == 0) {
 			ret = -ECONNRESET;
+			goto drop_fds;
+		}
+		if (!(msg.msg_flags & MSG_TRUNC) && (msg.msg_flags & MSG_CTRUNC) &&
+		    ktlsh_proto_decode_header(buf, (size_t)n, &hdr) == 0) {
+			if (nfds >= KTLSHD_CTL_MAX_FDS) {
+				ktlshd_reply_refused(c, hdr.id, -EBADF,
+						     "a handshake request carries exactly one socket (got more than %d)",
+						     KTLSHD_CTL_MAX_FDS);
+				goto drop_fds;
+			}
+			/* Room for the fds, yet the kernel could not give us the
+			 * socket (EMFILE): refuse this request, keep the connection. */
+			log_warn("control: request %u from pid %d: its socket was lost "
+				 "(out of file descriptors?)", hdr.id, (int)c->pid);
+			atomic_fetch_add(&ktlshd_stats.outcomes[KTLSHD_FAIL_OTHER], 1);
+			ktlshd_reply_refused(c, hdr.id, -EMFILE,
+					     "ktlshd could not receive the socket (out of file descriptors)");
 			goto drop_fds;
 		}
 		if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
@@ -505,9 +551,9 @@ int ktlshd_ctl_handle(struct ktlshd_conn *c, uint8_t *buf, size_t buflen)
 		}
 		if (req->type == KTLSH_PROTO_HANDSHAKE_REQ) {
 			if (nfds != 1) {
-				ktlshd_reply_error(c, req->id, -EBADF,
-						   "a handshake request carries exactly one socket (got %d)",
-						   nfds);
+				ktlshd_reply_refused(c, req->id, -EBADF,
+						     "a handshake request carries exactly one socket (got %d)",
+						     nfds);
 				goto drop_fds;
 			}
 			ktlshd_handle_handshake(c, req, fds[0]);

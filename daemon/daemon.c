@@ -14,6 +14,7 @@
 #include <syslog.h>
 #include <unistd.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -156,6 +157,26 @@ void ktlshd_status_fill(struct ktlsh_proto_status *st)
 	if (f)
 		fclose(f);
 	ktlshd_runtime_put(rt);
+}
+
+/* Every handshake in flight holds a socket, and SCM_RIGHTS fails quietly
+ * (MSG_CTRUNC) when none is left: take the hard limit, and say when even
+ * that is below what max_inflight needs. */
+static void ktlshd_raise_nofile(const struct ktlsh_config *cfg)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)cfg->global.max_inflight + 256;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < need)
+		log_warn("open file limit %llu is below max_inflight %u + 256: raise LimitNOFILE "
+			 "or lower max_inflight", (unsigned long long)rl.rlim_cur,
+			 cfg->global.max_inflight);
 }
 
 static int ktlshd_drop_privileges(const struct ktlsh_config *cfg)
@@ -301,6 +322,7 @@ int ktlshd_run(const struct ktlshd_opts *opts)
 	if (cfg->warnings)
 		log_warn("%s", cfg->warnings);
 
+	ktlshd_raise_nofile(cfg);
 	ret = ktlsh_kernel_probe(&ktlshd_caps);
 	if (ret) {
 		log_err("kernel TLS probe failed: %s", strerror(-ret));

@@ -400,6 +400,7 @@ static void ktlsh_hs_socket_restore(struct ktlsh_hs *hs)
 				 sizeof(hs->saved_nodelay));
 }
 
+/* The name the peer's certificate must carry; a client also sends it as SNI. */
 static int ktlsh_hs_set_peer_name(struct ktlsh_hs *hs, const char *name)
 {
 	X509_VERIFY_PARAM *vp = SSL_get0_param(hs->ssl);
@@ -409,7 +410,9 @@ static int ktlsh_hs_set_peer_name(struct ktlsh_hs *hs, const char *name)
 	/* RFC 6066 3: SNI carries host names only, never address literals. */
 	if (inet_pton(AF_INET, name, &a4) == 1 || inet_pton(AF_INET6, name, &a6) == 1)
 		return X509_VERIFY_PARAM_set1_ip_asc(vp, name) == 1 ? 0 : -EINVAL;
-	if (!SSL_set_tlsext_host_name(hs->ssl, name) || !SSL_set1_host(hs->ssl, name))
+	if (!SSL_set1_host(hs->ssl, name))
+		return -EINVAL;
+	if (hs->role == KTLSH_ROLE_CLIENT && !SSL_set_tlsext_host_name(hs->ssl, name))
 		return -EINVAL;
 	return 0;
 }
@@ -457,6 +460,15 @@ int ktlsh_hs_new(struct ktlsh_hs **hsp, SSL_CTX *ctx, int fd, const struct ktlsh
 		}
 	} else {
 		SSL_set_accept_state(hs->ssl);
+		if (p->server_name && p->server_name[0]) {
+			/* An expected client name means a client certificate is
+			 * required and must carry it. */
+			ret = ktlsh_hs_set_peer_name(hs, p->server_name);
+			if (ret)
+				goto fail;
+			SSL_set_verify(hs->ssl, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+				       SSL_get_verify_callback(hs->ssl));
+		}
 	}
 	SSL_set_msg_callback(hs->ssl, ktlsh_msg_cb);
 	SSL_set_msg_callback_arg(hs->ssl, hs);

@@ -82,7 +82,9 @@ typedef void (*ktlsh_trace_fn)(void *arg, const char *line);
 
 struct ktlsh_hs_params {
 	enum ktlsh_role role;
-	const char *server_name;	/* client: SNI and the name verified in the certificate */
+	const char *server_name;	/* client: SNI and the name verified in the server's
+					 * certificate; server: the name the client's
+					 * certificate must carry (one is then required) */
 	unsigned flags;
 	ktlsh_trace_fn trace;		/* optional: one line per handshake step */
 	void *trace_arg;
