@@ -144,6 +144,11 @@ static int ktlshd_ctx_common(SSL_CTX *ctx, const struct ktlsh_config *cfg,
 					      "private key %s does not match certificate %s",
 					      ck->key.str, ck->cert.str);
 	}
+	/* Send the chain file as it is (leaf, then intermediates), like nginx:
+	 * without this OpenSSL rebuilds and verifies the chain from the trust
+	 * store on every handshake of a leaf-only file. */
+	if (tls->n_certs)
+		SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
 	if (tls->ca_file.str || tls->ca_dir.str) {
 		if (SSL_CTX_load_verify_locations(ctx, tls->ca_file.str, tls->ca_dir.str) != 1)
 			return ktlshd_rt_fail(err, errlen, cfg,
