@@ -3,6 +3,7 @@
 #   make                 build everything into $(BUILD)/
 #   make check           install test deps, build, run unit, sanitizer, fuzz-replay and kernel suites
 #   make fuzz            every libFuzzer target for FUZZ_TIME seconds (default 60)
+#   make bench           ktls-bench's standard comparison -> Documentation/performance.md
 #   make SAN=1           AddressSanitizer + UBSan build (into build-san/ by default)
 #   make install         PREFIX=/usr/local DESTDIR= (programs, library, headers, libktlsh.pc,
 #                        man pages, systemd units, a starting /etc/ktlsh/ktlshd.conf)
@@ -81,7 +82,7 @@ MANPAGES    := $(wildcard Documentation/*.[1-8])
 PROGRAMS := $(LIBKTLSH_A) $(LIBKTLSH_SO) $(PRELOAD_SO) $(KTLSHD) $(TOOLS) $(LIBKTLSH_PC)
 ALL := $(PROGRAMS) $(UNITS) $(TTOOLS)
 
-.PHONY: all programs check check-unit check-kernel deps fuzz install uninstall deb clean
+.PHONY: all programs check check-unit check-kernel deps fuzz bench install uninstall deb clean
 all: $(ALL)
 programs: $(PROGRAMS)
 
@@ -136,6 +137,11 @@ check:
 FUZZ_TIME ?= 60
 fuzz:
 	scripts/fuzz --all $(FUZZ_TIME)
+
+# The standard comparison, natively and inside the harness; writes
+# Documentation/performance.md (about 12 minutes; scripts/bench --quick: 5).
+bench: all
+	scripts/bench
 
 check-unit: all
 	scripts/check --unit-only
