@@ -144,6 +144,9 @@ static int ktlshd_ctx_common(SSL_CTX *ctx, const struct ktlsh_config *cfg,
 					      "private key %s does not match certificate %s",
 					      ck->key.str, ck->cert.str);
 	}
+	/* Buffers only while a handshake has data in flight: a silent client
+	 * then costs the daemon little memory. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	/* Send the chain file as it is (leaf, then intermediates), like nginx:
 	 * without this OpenSSL rebuilds and verifies the chain from the trust
 	 * store on every handshake of a leaf-only file. */
@@ -244,6 +247,16 @@ static int ktlshd_ctx_identity(SSL_CTX **out, const struct ktlsh_config *cfg,
 	ctx = SSL_CTX_new(TLS_server_method());
 	if (!ctx)
 		return -ENOMEM;
+	/* Unless configured otherwise, choose AES-128-GCM: its SHA-256 key
+	 * schedule is the cheapest (SHA-NI), and ChaCha20 where the client asks
+	 * for it first (no AES hardware on its side). */
+	if (!id->tls.ciphersuites.str &&
+	    !SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:"
+				      "TLS_AES_256_GCM_SHA384")) {
+		ret = -EINVAL;
+		goto fail;
+	}
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA);
 	ret = ktlshd_ctx_common(ctx, cfg, &id->tls, id->line, err, errlen);
 	if (ret)
 		goto fail;

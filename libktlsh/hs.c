@@ -261,17 +261,31 @@ static int ktlsh_verify_cb(int ok, X509_STORE_CTX *store)
 	return ok;
 }
 
+static int ktlsh_nibble(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Runs once per secret per handshake: no sscanf per byte. */
 static int ktlsh_unhex(const char *hex, size_t hex_len, uint8_t *out, size_t cap)
 {
 	size_t i;
-	unsigned v;
+	int hi, lo;
 
 	if (hex_len % 2 || hex_len / 2 > cap)
 		return -EINVAL;
 	for (i = 0; i < hex_len / 2; i++) {
-		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+		hi = ktlsh_nibble(hex[2 * i]);
+		lo = ktlsh_nibble(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
 			return -EINVAL;
-		out[i] = (uint8_t)v;
+		out[i] = (uint8_t)(hi << 4 | lo);
 	}
 	return (int)(hex_len / 2);
 }
