@@ -94,13 +94,6 @@
 #include <ktlsh/proto.h>
 #include <ktlsh/record.h>
 
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-#ifndef TCP_ULP
-#define TCP_ULP 31
-#endif
-
 #define KIB			1024
 #define MIB			(1024 * 1024)
 #define CASE_TIMEOUT_S		90
@@ -115,6 +108,9 @@
 
 #define ARRAY_SIZE(a)		(sizeof(a) / sizeof((a)[0]))
 
+/* Helpers shared with the other integration-suite driver (t_*). */
+#include "../lib/t_util.h"
+
 /* ---- options and global facts ------------------------------------------ */
 
 static struct {
@@ -122,7 +118,7 @@ static struct {
 	const char *build;
 	const char *filters[16];
 	unsigned n_filters;
-	bool list, verbose;
+	bool list;
 	int timeout_s;
 	const char *scale;	/* "full", "uml", NULL: from $KTEST_KERNEL */
 } opt;
@@ -152,71 +148,12 @@ static bool am_root;
 
 /* ---- small utilities ----------------------------------------------------- */
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static uint64_t now_us(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
-static int ms_left(uint64_t deadline)
-{
-	uint64_t now = now_ms();
-
-	if (now >= deadline)
-		return 0;
-	return deadline - now > INT_MAX ? INT_MAX : (int)(deadline - now);
-}
-
-static int min_int(int a, int b)
-{
-	return a < b ? a : b;
-}
-
-static void msleep(int ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
-
-static uint64_t case_t0;
-
-/* Diagnostics: indented "# " lines, printed as they happen so that a case
- * killed by the runner still leaves its trail. */
-__attribute__((format(printf, 1, 2)))
-static void note(const char *fmt, ...)
-{
-	char buf[4096];
-	const char *p, *nl;
-	size_t used = 0;
-	va_list ap;
-
-	if (opt.verbose && case_t0)
-		used = (size_t)snprintf(buf, sizeof(buf), "[%6.3f] ",
-					(double)(now_ms() - case_t0) / 1000);
-	va_start(ap, fmt);
-	vsnprintf(buf + used, sizeof(buf) - used, fmt, ap);
-	va_end(ap);
-	for (p = buf; *p; p = nl + 1) {
-		nl = strchr(p, '\n');
-		if (!nl) {
-			printf("    # %s\n", p);
-			break;
-		}
-		printf("    # %.*s\n", (int)(nl - p), p);
-	}
-	fflush(stdout);
 }
 
 /* Numbers for the lead: not asserted, printed where the runner keeps them. */
@@ -233,55 +170,12 @@ static void measure(const char *fmt, ...)
 	fflush(stdout);
 }
 
-static bool contains_ci(const char *hay, const char *needle)
-{
-	return hay && strcasestr(hay, needle) != NULL;
-}
-
-static int set_nonblock(int fd, bool on)
-{
-	int fl = fcntl(fd, F_GETFL);
-
-	if (fl < 0 || fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) < 0)
-		return -errno;
-	return 0;
-}
-
-static void close_fd(int *fd)
-{
-	if (*fd >= 0)
-		close(*fd);
-	*fd = -1;
-}
-
 static void set_timeouts(int fd, int ms)
 {
 	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
 
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-static int count_dir(const char *path)
-{
-	DIR *d = opendir(path);
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
-
-static int count_fds(void)
-{
-	int n = count_dir("/proc/self/fd");
-
-	return n < 0 ? n : n - 1;	/* the directory's own fd */
 }
 
 static void hex_str(const uint8_t *b, size_t n, char *out, size_t outlen)
@@ -332,71 +226,16 @@ static const char *fp_name(const uint8_t fp[SHA256_LEN])
 	return "an unknown certificate";
 }
 
-static void sha256(const void *buf, size_t len, uint8_t out[SHA256_LEN])
-{
-	unsigned n = 0;
-
-	EVP_Digest(buf, len, out, &n, EVP_sha256(), NULL);
-}
-
 /* ---- results and the channel to the runner ------------------------------- */
 
-enum verdict { V_PASS, V_FAIL, V_SKIP };
-
-struct result {
-	enum verdict verdict;
-	char why[512];
-};
-
-static int report_fd = -1;
-
-__attribute__((format(printf, 1, 2)))
-static void report(const char *fmt, ...)
-{
-	char buf[700];
-	va_list ap;
-	int n;
-
-	if (report_fd < 0)
-		return;
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n > sizeof(buf) - 2)
-		n = sizeof(buf) - 2;
-	buf[n++] = '\n';
-	if (write(report_fd, buf, (size_t)n) < 0)
-		return;
-}
-
-/* The first failure is the one worth reporting; later ones are noted. */
 __attribute__((format(printf, 2, 3)))
-static int fail(struct result *r, const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (r->verdict != V_FAIL) {
-		r->verdict = V_FAIL;
-		snprintf(r->why, sizeof(r->why), "%s", buf);
-	}
-	note("FAIL: %s", buf);
-	return -1;
-}
-
-__attribute__((format(printf, 2, 3)))
-static void skip(struct result *r, const char *fmt, ...)
+static void skip(struct t_result *r, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (r->verdict == V_FAIL)
+	if (r->verdict == T_FAIL)
 		return;
-	r->verdict = V_SKIP;
+	r->verdict = T_SKIP;
 	va_start(ap, fmt);
 	vsnprintf(r->why, sizeof(r->why), fmt, ap);
 	va_end(ap);
@@ -404,7 +243,7 @@ static void skip(struct result *r, const char *fmt, ...)
 
 /* A check that passes quietly (noted with --verbose) or fails the case. */
 __attribute__((format(printf, 3, 4)))
-static bool check(struct result *r, bool ok, const char *fmt, ...)
+static bool check(struct t_result *r, bool ok, const char *fmt, ...)
 {
 	char buf[512];
 	va_list ap;
@@ -413,318 +252,37 @@ static bool check(struct result *r, bool ok, const char *fmt, ...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	if (!ok)
-		fail(r, "%s", buf);
-	else if (opt.verbose)
-		note("ok: %s", buf);
+		t_fail(r, "%s", buf);
+	else if (t_verbose)
+		t_note("ok: %s", buf);
 	return ok;
 }
 
 /* ---- child processes (peers, the daemon, helpers) ------------------------ */
 
-/* Keep the first and the last few KiB of a stream. */
-struct tail {
-	char head[TAIL_HEAD + 1];
-	size_t head_len;
-	char tail[TAIL_TAIL + 1];
-	size_t tail_len;
-	size_t total;
-};
-
-static void tail_add(struct tail *t, const char *buf, size_t n)
-{
-	size_t take;
-
-	t->total += n;
-	take = TAIL_HEAD - t->head_len;
-	if (take > n)
-		take = n;
-	memcpy(t->head + t->head_len, buf, take);
-	t->head_len += take;
-	t->head[t->head_len] = '\0';
-	buf += take;
-	n -= take;
-	if (!n)
-		return;
-	if (n >= TAIL_TAIL) {
-		memcpy(t->tail, buf + n - TAIL_TAIL, TAIL_TAIL);
-		t->tail_len = TAIL_TAIL;
-	} else {
-		if (t->tail_len + n > TAIL_TAIL) {
-			size_t drop = t->tail_len + n - TAIL_TAIL;
-
-			memmove(t->tail, t->tail + drop, t->tail_len - drop);
-			t->tail_len -= drop;
-		}
-		memcpy(t->tail + t->tail_len, buf, n);
-		t->tail_len += n;
-	}
-	t->tail[t->tail_len] = '\0';
-}
-
-static void note_indented(const char *buf, size_t len)
-{
-	char line[512];
-	size_t i, n = 0;
-
-	for (i = 0; i <= len; i++) {
-		if (i == len || buf[i] == '\n' || n == sizeof(line) - 1) {
-			if (n || (i < len && buf[i] == '\n'))
-				note("  | %.*s", (int)n, line);
-			n = 0;
-			if (i < len && buf[i] != '\n')
-				line[n++] = buf[i] >= 0x20 && buf[i] < 0x7f ? buf[i] : '.';
-			continue;
-		}
-		line[n++] = buf[i] >= 0x20 && buf[i] < 0x7f ? buf[i] : '.';
-	}
-}
-
-static bool tail_contains(const struct tail *t, const char *needle)
-{
-	char h[TAIL_HEAD + 1], tl[TAIL_TAIL + 1];
-	size_t i;
-
-	for (i = 0; i < t->head_len; i++)
-		h[i] = t->head[i] ? t->head[i] : ' ';
-	h[t->head_len] = '\0';
-	for (i = 0; i < t->tail_len; i++)
-		tl[i] = t->tail[i] ? t->tail[i] : ' ';
-	tl[t->tail_len] = '\0';
-	return contains_ci(h, needle) || contains_ci(tl, needle);
-}
-
-static void tail_note(const struct tail *t, const char *what)
-{
-	if (!t->total)
-		return;
-	note("%s (%zu bytes):", what, t->total);
-	note_indented(t->head, t->head_len);
-	if (t->total > t->head_len + t->tail_len)
-		note("  [... %zu bytes ...]", t->total - t->head_len - t->tail_len);
-	note_indented(t->tail, t->tail_len);
-}
-
-struct peer {
-	char name[32];
-	pid_t pid;		/* 0: none started */
-	int pidfd;
-	int in_fd, out_fd, err_fd;
-	bool exited;
-	int status;
-	struct tail out, err;
-};
-
-static void peer_init(struct peer *p)
-{
-	memset(p, 0, sizeof(*p));
-	p->pidfd = p->in_fd = p->out_fd = p->err_fd = -1;
-}
-
-/*
- * Start argv (or fn(arg) in a forked child when argv is NULL) in its own
- * process group with pipes on 0/1/2, or with stdout and stderr appended to
- * log_path. PR_SET_PDEATHSIG ties its life to the case process: when the
- * runner kills a case, its peers and its daemon die with it.
- */
-static int peer_start(struct peer *p, const char *name, char *const argv[], int (*fn)(void *),
-		      void *arg, const char *log_path)
-{
-	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 };
-	pid_t parent = getpid();
-	sigset_t all;
-	int ret, lfd;
-
-	snprintf(p->name, sizeof(p->name), "%s", name);
-	if (pipe2(in, O_CLOEXEC) || (!log_path && (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)))) {
-		ret = -errno;
-		goto fail;
-	}
-	fflush(stdout);
-	fflush(stderr);
-	p->pid = fork();
-	if (p->pid < 0) {
-		ret = -errno;
-		p->pid = 0;
-		goto fail;
-	}
-	if (p->pid == 0) {
-		setpgid(0, 0);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		signal(SIGPIPE, SIG_DFL);
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		if (log_path) {
-			lfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-			if (lfd < 0 || dup2(in[0], 0) < 0 || dup2(lfd, 1) < 0 || dup2(lfd, 2) < 0)
-				_exit(127);
-		} else if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0) {
-			_exit(127);
-		}
-		if (!argv) {
-			syscall(SYS_close_range, 3U, ~0U, 0U);
-			_exit(fn(arg));
-		}
-		execvp(argv[0], argv);
-		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
-	setpgid(p->pid, p->pid);
-	report("peer %d", (int)p->pid);
-	close(in[0]);
-	p->in_fd = in[1];
-	(void)set_nonblock(p->in_fd, true);
-	if (!log_path) {
-		close(out[1]);
-		close(err[1]);
-		p->out_fd = out[0];
-		p->err_fd = err[0];
-		(void)set_nonblock(p->out_fd, true);
-		(void)set_nonblock(p->err_fd, true);
-	}
-	p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-	if (opt.verbose && argv) {
-		char line[2048] = "";
-		size_t used = 0;
-		int i;
-
-		for (i = 0; argv[i] && used < sizeof(line) - 1; i++)
-			used += (size_t)snprintf(line + used, sizeof(line) - used, "%s ", argv[i]);
-		note("start %s: %s", name, line);
-	}
-	return 0;
-fail:
-	close_fd(&in[0]);
-	close_fd(&in[1]);
-	close_fd(&out[0]);
-	close_fd(&out[1]);
-	close_fd(&err[0]);
-	close_fd(&err[1]);
-	return ret;
-}
-
-static bool peer_running(struct peer *p)
-{
-	int st;
-
-	if (!p->pid || p->exited)
-		return false;
-	if (waitpid(p->pid, &st, WNOHANG) == p->pid) {
-		p->exited = true;
-		p->status = st;
-		return false;
-	}
-	return true;
-}
-
-static const char *peer_status_str(const struct peer *p, char *buf, size_t len)
-{
-	if (!p->pid)
-		snprintf(buf, len, "not started");
-	else if (!p->exited)
-		snprintf(buf, len, "still running");
-	else if (WIFEXITED(p->status))
-		snprintf(buf, len, "exit %d", WEXITSTATUS(p->status));
-	else if (WIFSIGNALED(p->status))
-		snprintf(buf, len, "killed by signal %d", WTERMSIG(p->status));
-	else
-		snprintf(buf, len, "status 0x%x", p->status);
-	return buf;
-}
-
-static void peer_drain_fd(int *fd, struct tail *t)
-{
-	char buf[65536];
-	ssize_t n;
-
-	while (*fd >= 0) {
-		n = read(*fd, buf, sizeof(buf));
-		if (n > 0) {
-			tail_add(t, buf, (size_t)n);
-			continue;
-		}
-		if (n == 0 || (errno != EAGAIN && errno != EINTR))
-			close_fd(fd);
-		break;
-	}
-}
-
-static void peer_drain(struct peer *p)
-{
-	peer_drain_fd(&p->out_fd, &p->out);
-	peer_drain_fd(&p->err_fd, &p->err);
-}
-
-/* Wait for the peer to exit on its own, draining its output meanwhile. */
-static int peer_wait(struct peer *p, uint64_t deadline)
-{
-	struct pollfd pfd[3];
-	int n;
-
-	while (peer_running(p)) {
-		int left = ms_left(deadline);
-
-		if (!left)
-			return -ETIMEDOUT;
-		n = 0;
-		if (p->out_fd >= 0)
-			pfd[n++] = (struct pollfd){ .fd = p->out_fd, .events = POLLIN };
-		if (p->err_fd >= 0)
-			pfd[n++] = (struct pollfd){ .fd = p->err_fd, .events = POLLIN };
-		if (p->pidfd >= 0)
-			pfd[n++] = (struct pollfd){ .fd = p->pidfd, .events = POLLIN };
-		poll(pfd, (nfds_t)n, min_int(left, p->pidfd >= 0 ? 1000 : 20));
-		peer_drain(p);
-	}
-	peer_drain(p);
-	return 0;
-}
-
-/* Make sure the peer is gone: TERM its group, give it a moment, KILL. */
-static void peer_stop(struct peer *p)
-{
-	if (!p->pid)
-		return;
-	if (peer_running(p)) {
-		kill(-p->pid, SIGTERM);
-		if (peer_wait(p, now_ms() + 2000)) {
-			kill(-p->pid, SIGKILL);
-			if (waitpid(p->pid, &p->status, 0) == p->pid)
-				p->exited = true;
-		}
-	}
-	kill(-p->pid, SIGKILL);
-	peer_drain(p);
-	close_fd(&p->in_fd);
-	close_fd(&p->out_fd);
-	close_fd(&p->err_fd);
-	close_fd(&p->pidfd);
-}
-
-static void peer_diagnose(const struct peer *p)
+static void peer_diagnose(const struct t_peer *p)
 {
 	char st[64];
 
 	if (!p->pid)
 		return;
-	note("%s: %s", p->name, peer_status_str(p, st, sizeof(st)));
-	tail_note(&p->err, "its stderr");
-	tail_note(&p->out, "its stdout");
+	t_note("%s: %s", p->name, t_peer_status_str(p, st, sizeof(st)));
+	t_tail_note(&p->err, "its stderr");
+	t_tail_note(&p->out, "its stdout");
 }
 
 /* Run a program to the end (its output collected); -1 if it overran. */
-static int run_prog(struct peer *p, const char *name, char *const argv[], int timeout_ms)
+static int run_prog(struct t_peer *p, const char *name, char *const argv[], int timeout_ms)
 {
-	peer_init(p);
-	if (peer_start(p, name, argv, NULL, NULL, NULL))
+	t_peer_init(p);
+	if (t_peer_start(p, name, argv, NULL, NULL, NULL))
 		return -1;
-	close_fd(&p->in_fd);
-	if (peer_wait(p, now_ms() + (uint64_t)timeout_ms)) {
-		peer_stop(p);
+	t_close_fd(&p->in_fd);
+	if (t_peer_wait(p, t_now_ms() + (uint64_t)timeout_ms)) {
+		t_peer_stop(p);
 		return -1;
 	}
-	peer_stop(p);
+	t_peer_stop(p);
 	return 0;
 }
 
@@ -775,7 +333,7 @@ static void cfg_identity(struct cfg *c, const char *name, const char *stem, cons
 }
 
 struct dmn {
-	struct peer p;
+	struct t_peer p;
 	char conf[PATH_MAX];
 	char log[PATH_MAX];
 	bool handshake_only;
@@ -855,13 +413,13 @@ static void dmn_log_line(const struct dmn *d, const char *needle, char *out, siz
 
 static bool dmn_wait_log(const struct dmn *d, const char *needle, unsigned count, int timeout_ms)
 {
-	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	uint64_t deadline = t_now_ms() + (uint64_t)timeout_ms;
 
 	do {
 		if (dmn_log_count(d, needle) >= count)
 			return true;
-		msleep(10);
-	} while (ms_left(deadline));
+		t_msleep(10);
+	} while (t_ms_left(deadline));
 	return dmn_log_count(d, needle) >= count;
 }
 
@@ -873,8 +431,8 @@ static void dmn_log_note(const struct dmn *d, int max_lines)
 	for (p = log + strlen(log); p > log; p--)
 		if (p[-1] == '\n' && ++lines > max_lines)
 			break;
-	note("daemon log (%s%s):", p > log ? "last lines of " : "", d->log);
-	note_indented(p, strlen(p));
+	t_note("daemon log (%s%s):", p > log ? "last lines of " : "", d->log);
+	t_note_indented(p, strlen(p));
 	free(log);
 }
 
@@ -884,7 +442,7 @@ static int dmn_write_config(struct dmn *d, const struct cfg *c)
 }
 
 /* Start ktlshd on the case's configuration and wait until it serves. */
-static int dmn_start(struct dmn *d, const struct cfg *c, struct result *r)
+static int dmn_start(struct dmn *d, const struct cfg *c, struct t_result *r)
 {
 	char *argv[6];
 	int n = 0, ret;
@@ -892,42 +450,42 @@ static int dmn_start(struct dmn *d, const struct cfg *c, struct result *r)
 	char st[64];
 
 	memset(d, 0, sizeof(*d));
-	peer_init(&d->p);
+	t_peer_init(&d->p);
 	snprintf(d->conf, sizeof(d->conf), "%s/ktlshd.conf", case_dir);
 	snprintf(d->log, sizeof(d->log), "%s/ktlshd.log", case_dir);
 	d->handshake_only = !ktls_ok;
 	ret = dmn_write_config(d, c);
 	if (ret)
-		return fail(r, "writing %s: %s", d->conf, strerror(-ret));
+		return t_fail(r, "writing %s: %s", d->conf, strerror(-ret));
 	argv[n++] = bin_ktlshd;
 	argv[n++] = (char *)"-c";
 	argv[n++] = d->conf;
 	if (d->handshake_only)
 		argv[n++] = (char *)"--handshake-only";
 	argv[n] = NULL;
-	ret = peer_start(&d->p, "ktlshd", argv, NULL, NULL, d->log);
+	ret = t_peer_start(&d->p, "ktlshd", argv, NULL, NULL, d->log);
 	if (ret)
-		return fail(r, "starting ktlshd: %s", strerror(-ret));
-	close_fd(&d->p.in_fd);
+		return t_fail(r, "starting ktlshd: %s", strerror(-ret));
+	t_close_fd(&d->p.in_fd);
 	d->started = true;
-	deadline = now_ms() + 20000ull * (uint64_t)sc.slow;
+	deadline = t_now_ms() + 20000ull * (uint64_t)sc.slow;
 	while (!dmn_log_has(d, " ready: ")) {
-		if (!peer_running(&d->p)) {
+		if (!t_peer_running(&d->p)) {
 			dmn_log_note(d, 30);
-			return fail(r, "ktlshd exited (%s) before it was ready",
-				    peer_status_str(&d->p, st, sizeof(st)));
+			return t_fail(r, "ktlshd exited (%s) before it was ready",
+				    t_peer_status_str(&d->p, st, sizeof(st)));
 		}
-		if (!ms_left(deadline)) {
+		if (!t_ms_left(deadline)) {
 			dmn_log_note(d, 30);
-			return fail(r, "ktlshd not ready after %d s", 20 * sc.slow);
+			return t_fail(r, "ktlshd not ready after %d s", 20 * sc.slow);
 		}
-		msleep(5);
+		t_msleep(5);
 	}
 	return 0;
 }
 
 /* SIGTERM: the daemon must stop by itself, promptly, with status 0. */
-static void dmn_stop(struct dmn *d, struct result *r)
+static void dmn_stop(struct dmn *d, struct t_result *r)
 {
 	char st[64];
 	int ms = 10000 * sc.slow;
@@ -935,21 +493,21 @@ static void dmn_stop(struct dmn *d, struct result *r)
 	if (!d->started)
 		return;
 	d->started = false;
-	if (peer_running(&d->p)) {
+	if (t_peer_running(&d->p)) {
 		kill(d->p.pid, SIGTERM);
-		if (peer_wait(&d->p, now_ms() + (uint64_t)ms))
-			fail(r, "ktlshd did not stop within %d s of SIGTERM", ms / 1000);
+		if (t_peer_wait(&d->p, t_now_ms() + (uint64_t)ms))
+			t_fail(r, "ktlshd did not stop within %d s of SIGTERM", ms / 1000);
 	}
 	if (!d->p.exited || !WIFEXITED(d->p.status) || WEXITSTATUS(d->p.status))
-		fail(r, "ktlshd ended with %s", peer_status_str(&d->p, st, sizeof(st)));
-	peer_stop(&d->p);
-	if (r->verdict == V_FAIL || opt.verbose)
-		dmn_log_note(d, opt.verbose ? 400 : 40);
+		t_fail(r, "ktlshd ended with %s", t_peer_status_str(&d->p, st, sizeof(st)));
+	t_peer_stop(&d->p);
+	if (r->verdict == T_FAIL || t_verbose)
+		dmn_log_note(d, t_verbose ? 400 : 40);
 }
 
 static bool dmn_alive(struct dmn *d)
 {
-	return peer_running(&d->p);
+	return t_peer_running(&d->p);
 }
 
 static int dmn_fds(const struct dmn *d)
@@ -957,7 +515,7 @@ static int dmn_fds(const struct dmn *d)
 	char path[64];
 
 	snprintf(path, sizeof(path), "/proc/%d/fd", (int)d->p.pid);
-	return count_dir(path);
+	return t_count_dir(path);
 }
 
 static long dmn_rss_kib(const struct dmn *d)
@@ -1016,16 +574,16 @@ static uint64_t dmn_cpu_us(const struct dmn *d)
 }
 
 /* STATUS_REQ; *st allocated here (free it). */
-static int dmn_status(struct ktlsh_proto_status **st, struct result *r)
+static int dmn_status(struct ktlsh_proto_status **st, struct t_result *r)
 {
 	int ret;
 
 	*st = calloc(1, sizeof(**st));
 	if (!*st)
-		return fail(r, "out of memory");
+		return t_fail(r, "out of memory");
 	ret = ktlsh_status(sock_name, *st);
 	if (ret)
-		return fail(r, "ktlsh_status: %s (%s)", strerror(-ret), (*st)->reason);
+		return t_fail(r, "ktlsh_status: %s (%s)", strerror(-ret), (*st)->reason);
 	return 0;
 }
 
@@ -1047,7 +605,7 @@ static long long st_num(const struct ktlsh_proto_status *st, const char *key)
 }
 
 /* One counter, read now. */
-static long long dmn_counter(const char *key, struct result *r)
+static long long dmn_counter(const char *key, struct t_result *r)
 {
 	struct ktlsh_proto_status *st = NULL;
 	long long v = -1;
@@ -1060,31 +618,31 @@ static long long dmn_counter(const char *key, struct result *r)
 
 /* A counter that must reach want soon (the daemon decrements
  * handshakes.inflight just after it sends the reply). */
-static bool dmn_counter_soon(const char *key, long long want, struct result *r)
+static bool dmn_counter_soon(const char *key, long long want, struct t_result *r)
 {
-	uint64_t deadline = now_ms() + 2000ull * (uint64_t)sc.slow;
+	uint64_t deadline = t_now_ms() + 2000ull * (uint64_t)sc.slow;
 	long long v;
 
-	while ((v = dmn_counter(key, r)) != want && ms_left(deadline))
-		msleep(10);
+	while ((v = dmn_counter(key, r)) != want && t_ms_left(deadline))
+		t_msleep(10);
 	return v == want;
 }
 
 /* Wait until nothing is in flight and the fd count stops moving (the
  * daemon closes a control connection when it sees its EOF). */
-static int dmn_settle(struct dmn *d, struct result *r)
+static int dmn_settle(struct dmn *d, struct t_result *r)
 {
-	uint64_t deadline = now_ms() + 5000ull * (uint64_t)sc.slow;
+	uint64_t deadline = t_now_ms() + 5000ull * (uint64_t)sc.slow;
 	int last = -1, same = 0, n;
 
 	/* our own idle pooled connection would count as the daemon's */
 	ktlsh_pool_flush();
 
-	while (ms_left(deadline)) {
+	while (t_ms_left(deadline)) {
 		long long inflight = dmn_counter("handshakes.inflight", r);
 
 		/* after the status connection's EOF has reached the daemon */
-		msleep(30 * sc.slow);
+		t_msleep(30 * sc.slow);
 		if (inflight == 0) {
 			n = dmn_fds(d);
 			same = n == last ? same + 1 : 0;
@@ -1098,42 +656,11 @@ static int dmn_settle(struct dmn *d, struct result *r)
 
 /* ---- sockets ------------------------------------------------------------- */
 
-static int listen_local(int *port, int backlog)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t alen = sizeof(a);
-	int one = 1, fd;
-
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, backlog) ||
-	    getsockname(fd, (struct sockaddr *)&a, &alen)) {
-		int ret = -errno;
-
-		close(fd);
-		return ret;
-	}
-	*port = ntohs(a.sin_port);
-	return fd;
-}
-
-static int free_port(void)
-{
-	int port = 0, fd = listen_local(&port, 1);
-
-	if (fd < 0)
-		return fd;
-	close(fd);
-	return port;
-}
-
 /* A connected loopback TCP pair: *c dialed, *s was accepted. */
 static int tcp_pair(int *c, int *s)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	int port, lfd = listen_local(&port, 4), ret = 0;
+	int port, lfd = t_listen_local(&port, 4), ret = 0;
 
 	*c = *s = -1;
 	if (lfd < 0)
@@ -1143,142 +670,60 @@ static int tcp_pair(int *c, int *s)
 	if (*c < 0 || connect(*c, (struct sockaddr *)&a, sizeof(a)) ||
 	    (*s = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) < 0) {
 		ret = -errno;
-		close_fd(c);
+		t_close_fd(c);
 	}
 	close(lfd);
 	return ret;
 }
 
 /* Accept one connection; fail early if the peer died instead of dialing. */
-static int accept_deadline(int lfd, struct peer *p, uint64_t deadline, struct result *r)
+static int accept_deadline(int lfd, struct t_peer *p, uint64_t deadline, struct t_result *r)
 {
 	struct pollfd pfd;
 	char st[64];
 	int fd;
 
 	for (;;) {
-		int left = ms_left(deadline);
+		int left = t_ms_left(deadline);
 
 		if (!left)
-			return fail(r, "no connection from %s before the deadline", p->name);
+			return t_fail(r, "no connection from %s before the deadline", p->name);
 		pfd = (struct pollfd){ .fd = lfd, .events = POLLIN };
-		poll(&pfd, 1, min_int(left, 50));
+		poll(&pfd, 1, t_min_int(left, 50));
 		if (pfd.revents & POLLIN) {
 			fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 			if (fd >= 0)
 				return fd;
 		}
-		peer_drain(p);
-		if (!peer_running(p))
-			return fail(r, "%s exited (%s) before connecting", p->name,
-				    peer_status_str(p, st, sizeof(st)));
-	}
-}
-
-/* Connect to a peer's listener, retrying while it starts. */
-static int connect_retry(int port, struct peer *p, uint64_t deadline, struct result *r)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	int delay = 10, fd, err;
-	char st[64];
-
-	for (;;) {
-		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			return fail(r, "socket: %s", strerror(errno));
-		if (!connect(fd, (struct sockaddr *)&a, sizeof(a)))
-			return fd;
-		err = errno;
-		close(fd);
-		if (err != ECONNREFUSED && err != EINTR)
-			return fail(r, "connect 127.0.0.1:%d: %s", port, strerror(err));
-		peer_drain(p);
-		if (!peer_running(p))
-			return fail(r, "%s exited (%s) before listening", p->name,
-				    peer_status_str(p, st, sizeof(st)));
-		if (!ms_left(deadline))
-			return fail(r, "%s never listened on port %d", p->name, port);
-		msleep(min_int(delay, ms_left(deadline)));
-		delay = min_int(delay * 2, 100);
+		t_peer_drain(p);
+		if (!t_peer_running(p))
+			return t_fail(r, "%s exited (%s) before connecting", p->name,
+				    t_peer_status_str(p, st, sizeof(st)));
 	}
 }
 
 /* Read and drop what arrives until EOF (or an error, or the time is up). */
 static void drain_until_eof(int fd, int ms)
 {
-	uint64_t deadline = now_ms() + (uint64_t)ms;
+	uint64_t deadline = t_now_ms() + (uint64_t)ms;
 	struct pollfd pfd = { .fd = fd, .events = POLLIN };
 	char buf[4096];
 	ssize_t n;
 
-	while (ms_left(deadline)) {
-		poll(&pfd, 1, min_int(ms_left(deadline), 100));
+	while (t_ms_left(deadline)) {
+		poll(&pfd, 1, t_min_int(t_ms_left(deadline), 100));
 		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
 		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
 			return;
 	}
 }
 
-static int ulp_name(int fd, char *buf, size_t len)
-{
-	socklen_t l = (socklen_t)(len - 1);
-
-	memset(buf, 0, len);
-	if (getsockopt(fd, SOL_TCP, TCP_ULP, buf, &l))
-		return -errno;
-	buf[l < len ? l : len - 1] = '\0';
-	return 0;
-}
-
-/* The kernel's record sequence number for one direction; the readback
- * includes the key, so the buffer is wiped. */
+/* The kernel's record sequence number for one direction. */
 static int ktls_seq(int fd, int optname, uint64_t *seq)
 {
-	union {
-		struct tls_crypto_info info;
-		struct tls12_crypto_info_aes_gcm_128 g128;
-		struct tls12_crypto_info_aes_gcm_256 g256;
-		struct tls12_crypto_info_aes_ccm_128 ccm;
-		struct tls12_crypto_info_chacha20_poly1305 chacha;
-	} u;
-	socklen_t len = sizeof(u.info);
-	const unsigned char *rec_seq;
-	int ret = 0, i;
+	unsigned version, cipher;
 
-	memset(&u, 0, sizeof(u));
-	if (getsockopt(fd, SOL_TLS, optname, &u, &len))
-		return -errno;
-	switch (u.info.cipher_type) {
-	case TLS_CIPHER_AES_GCM_128:
-		len = sizeof(u.g128);
-		rec_seq = u.g128.rec_seq;
-		break;
-	case TLS_CIPHER_AES_GCM_256:
-		len = sizeof(u.g256);
-		rec_seq = u.g256.rec_seq;
-		break;
-	case TLS_CIPHER_AES_CCM_128:
-		len = sizeof(u.ccm);
-		rec_seq = u.ccm.rec_seq;
-		break;
-	case TLS_CIPHER_CHACHA20_POLY1305:
-		len = sizeof(u.chacha);
-		rec_seq = u.chacha.rec_seq;
-		break;
-	default:
-		return -EPROTONOSUPPORT;
-	}
-	if (getsockopt(fd, SOL_TLS, optname, &u, &len)) {
-		ret = -errno;
-		goto out;
-	}
-	*seq = 0;
-	for (i = 0; i < 8; i++)
-		*seq = (*seq << 8) | rec_seq[i];
-out:
-	explicit_bzero(&u, sizeof(u));
-	return ret;
+	return t_ktls_readback(fd, optname, &version, &cipher, seq);
 }
 
 /* ---- an OpenSSL peer in a thread --------------------------------------- */
@@ -1486,7 +931,7 @@ out:
 		SSL_free(ssl);
 	}
 	SSL_CTX_free(ctx);
-	close_fd(&p->fd);
+	t_close_fd(&p->fd);
 	ERR_clear_error();
 	return NULL;
 }
@@ -1496,7 +941,7 @@ static int cpeer_start(struct cpeer *p, int fd)
 	p->fd = fd;
 	set_timeouts(fd, 20000 * sc.slow);
 	if (pthread_create(&p->th, NULL, cpeer_main, p)) {
-		close_fd(&p->fd);
+		t_close_fd(&p->fd);
 		return -1;
 	}
 	p->started = true;
@@ -1567,7 +1012,7 @@ static void rep_note(const char *what, const struct ktlsh_proto_reply *rep)
 	for (i = 0; i < rep->n_peer_sans && used < sizeof(sans); i++)
 		used += (size_t)snprintf(sans + used, sizeof(sans) - used, "%s%s", i ? "," : "",
 					 rep->peer_san[i]);
-	note("%s: %s status %d (%s) \"%s\" %s %s %s alpn=%s resumed=%d peer=\"%s\" sans=%s "
+	t_note("%s: %s status %d (%s) \"%s\" %s %s %s alpn=%s resumed=%d peer=\"%s\" sans=%s "
 	     "fp=%s%s us=%llu seq=%llu/%llu alerts=%d/%d", what, ktlsh_proto_type_name(rep->type),
 	     rep->status, errname(rep->status), rep->reason,
 	     rep->tls_version == 0x0304 ? "TLSv1.3" : rep->tls_version == 0x0303 ? "TLSv1.2" : "-",
@@ -1580,7 +1025,7 @@ static void rep_note(const char *what, const struct ktlsh_proto_reply *rep)
 
 /* After status 0: the kernel has kTLS with the reply's sequence numbers,
  * and a message goes through it to the peer and back. */
-static void hs_exchange(struct hs *h, int fd, struct result *r)
+static void hs_exchange(struct hs *h, int fd, struct t_result *r)
 {
 	static const char msg[] = "ktlshd-it: through the kernel and back\n";
 	char ulp[32], buf[256];
@@ -1588,33 +1033,33 @@ static void hs_exchange(struct hs *h, int fd, struct result *r)
 	size_t got = 0;
 	ssize_t n;
 
-	if (ulp_name(fd, ulp, sizeof(ulp)) || strcmp(ulp, "tls")) {
-		fail(r, "status 0 but TCP_ULP is \"%s\", not \"tls\"", ulp);
+	if (t_ulp_name(fd, ulp, sizeof(ulp)) || strcmp(ulp, "tls")) {
+		t_fail(r, "status 0 but TCP_ULP is \"%s\", not \"tls\"", ulp);
 		return;
 	}
 	if (ktls_seq(fd, TLS_TX, &tx) || ktls_seq(fd, TLS_RX, &rx)) {
-		fail(r, "getsockopt(SOL_TLS, TLS_TX/RX): %s", strerror(errno));
+		t_fail(r, "getsockopt(SOL_TLS, TLS_TX/RX): %s", strerror(errno));
 		return;
 	}
 	if (tx != h->rep.tx_seq || rx != h->rep.rx_seq)
-		fail(r, "the kernel has sequence numbers tx %llu rx %llu, the reply says %llu/%llu",
+		t_fail(r, "the kernel has sequence numbers tx %llu rx %llu, the reply says %llu/%llu",
 		     (unsigned long long)tx, (unsigned long long)rx,
 		     (unsigned long long)h->rep.tx_seq, (unsigned long long)h->rep.rx_seq);
 	set_timeouts(fd, 10000 * sc.slow);
 	if (send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(msg) - 1) {
-		fail(r, "send over kTLS: %s", strerror(errno));
+		t_fail(r, "send over kTLS: %s", strerror(errno));
 		return;
 	}
 	while (got < sizeof(msg) - 1) {
 		n = ktlsh_recv(fd, buf + got, sizeof(buf) - got, 0);
 		if (n <= 0) {
-			fail(r, "reading the echo over kTLS: %s", n ? strerror((int)-n) : "EOF");
+			t_fail(r, "reading the echo over kTLS: %s", n ? strerror((int)-n) : "EOF");
 			return;
 		}
 		got += (size_t)n;
 	}
 	if (got != sizeof(msg) - 1 || memcmp(buf, msg, got)) {
-		fail(r, "the echo over kTLS differs from what was sent");
+		t_fail(r, "the echo over kTLS differs from what was sent");
 		return;
 	}
 	h->exchanged = true;
@@ -1628,21 +1073,21 @@ static void hs_exchange(struct hs *h, int fd, struct result *r)
  * ktlsh_handshake_fd() on the other, then (kTLS) an echo through the kernel
  * and close_notify, or (handshake-only) close. The reply is in h->rep.
  */
-static int hs_run(struct hs *h, struct result *r)
+static int hs_run(struct hs *h, struct t_result *r)
 {
 	int c, s, ours, theirs, ret;
 
 	ret = tcp_pair(&c, &s);
 	if (ret)
-		return fail(r, "loopback TCP pair: %s", strerror(-ret));
+		return t_fail(r, "loopback TCP pair: %s", strerror(-ret));
 	ours = h->req.role == KTLSH_PROTO_ROLE_SERVER ? s : c;
 	theirs = ours == s ? c : s;
 	if (cpeer_start(&h->peer, theirs)) {
 		close(ours);
-		return fail(r, "pthread_create failed");
+		return t_fail(r, "pthread_create failed");
 	}
 	h->ret = ktlsh_handshake_fd(sock_name, ours, &h->req, &h->rep);
-	if (opt.verbose)
+	if (t_verbose)
 		rep_note("reply", &h->rep);
 	h->installed = h->ret == 0 && h->rep.status == 0;
 	if (h->installed) {
@@ -1655,30 +1100,30 @@ static int hs_run(struct hs *h, struct result *r)
 	}
 	close(ours);
 	cpeer_join(&h->peer);
-	if (opt.verbose && h->peer.err[0])
-		note("peer: %s", h->peer.err);
+	if (t_verbose && h->peer.err[0])
+		t_note("peer: %s", h->peer.err);
 	return 0;
 }
 
 /* The handshake must have succeeded (status 0, or handshake-only's
  * -EOPNOTSUPP) with the peer content. */
-static bool hs_expect_ok(struct hs *h, const char *what, struct result *r)
+static bool hs_expect_ok(struct hs *h, const char *what, struct t_result *r)
 {
 	if (!rep_ok(&h->rep, h->ret)) {
 		rep_note(what, &h->rep);
 		if (h->peer.err[0])
-			note("peer: %s", h->peer.err);
-		fail(r, "%s: handshake failed: %d (%s) \"%s\"", what, h->ret, errname(h->ret),
+			t_note("peer: %s", h->peer.err);
+		t_fail(r, "%s: handshake failed: %d (%s) \"%s\"", what, h->ret, errname(h->ret),
 		     h->rep.reason);
 		return false;
 	}
 	if (h->rep.type != KTLSH_PROTO_HANDSHAKE_REPLY) {
-		fail(r, "%s: reply type %s, not HANDSHAKE_REPLY", what,
+		t_fail(r, "%s: reply type %s, not HANDSHAKE_REPLY", what,
 		     ktlsh_proto_type_name(h->rep.type));
 		return false;
 	}
 	if (!h->peer.hs_ok) {
-		fail(r, "%s: the daemon reports success but the peer failed: %s", what, h->peer.err);
+		t_fail(r, "%s: the daemon reports success but the peer failed: %s", what, h->peer.err);
 		return false;
 	}
 	/* hs_exchange() has failed the case already when the kernel part
@@ -1687,31 +1132,31 @@ static bool hs_expect_ok(struct hs *h, const char *what, struct result *r)
 }
 
 /* It must have failed with status want (and the socket not be offloaded). */
-static bool hs_expect_fail(struct hs *h, const char *what, int want, struct result *r)
+static bool hs_expect_fail(struct hs *h, const char *what, int want, struct t_result *r)
 {
 	if (h->ret != want || h->rep.status != want) {
 		rep_note(what, &h->rep);
-		fail(r, "%s: status %d (%s) \"%s\", expected %d (%s)", what, h->rep.status,
+		t_fail(r, "%s: status %d (%s) \"%s\", expected %d (%s)", what, h->rep.status,
 		     errname(h->rep.status), h->rep.reason, want, errname(want));
 		return false;
 	}
 	if (!h->rep.reason[0])
-		fail(r, "%s: a failure without a reason", what);
-	if (opt.verbose)
-		note("%s: %s \"%s\" as expected", what, errname(want), h->rep.reason);
+		t_fail(r, "%s: a failure without a reason", what);
+	if (t_verbose)
+		t_note("%s: %s \"%s\" as expected", what, errname(want), h->rep.reason);
 	return true;
 }
 
 /* The peer's certificate, as the daemon reports it, is stem's. */
 static void check_peer_cert(const struct ktlsh_proto_reply *rep, const char *stem, const char *cn,
-			    const char *const *sans, const char *what, struct result *r)
+			    const char *const *sans, const char *what, struct t_result *r)
 {
 	uint8_t fp[SHA256_LEN];
 	char want[80];
 	unsigned i, n = 0;
 
 	if (cert_fp(stem, fp)) {
-		fail(r, "cannot read %s/%s.pem", opt.certs, stem);
+		t_fail(r, "cannot read %s/%s.pem", opt.certs, stem);
 		return;
 	}
 	snprintf(want, sizeof(want), "CN=%s", cn);
@@ -1730,7 +1175,7 @@ static void check_peer_cert(const struct ktlsh_proto_reply *rep, const char *ste
 }
 
 static void check_no_peer_cert(const struct ktlsh_proto_reply *rep, const char *what,
-			       struct result *r)
+			       struct t_result *r)
 {
 	check(r, !rep->peer_subject[0] && !rep->has_peer_fingerprint && !rep->n_peer_sans,
 	      "%s: no peer certificate in the reply (subject \"%s\")", what, rep->peer_subject);
@@ -1738,12 +1183,12 @@ static void check_no_peer_cert(const struct ktlsh_proto_reply *rep, const char *
 
 /* The certificate the peer saw is stem's. */
 static void check_seen_cert(const struct cpeer *p, const char *stem, const char *what,
-			    struct result *r)
+			    struct t_result *r)
 {
 	uint8_t fp[SHA256_LEN];
 
 	if (cert_fp(stem, fp)) {
-		fail(r, "cannot read %s.pem", stem);
+		t_fail(r, "cannot read %s.pem", stem);
 		return;
 	}
 	check(r, p->has_cert && !memcmp(p->fp, fp, SHA256_LEN), "%s: the peer saw %s, expected %s",
@@ -1751,7 +1196,7 @@ static void check_seen_cert(const struct cpeer *p, const char *stem, const char 
 }
 
 /* One ordinary handshake on identity main, which must succeed. */
-static bool one_handshake(const char *what, struct result *r)
+static bool one_handshake(const char *what, struct t_result *r)
 {
 	struct hs h;
 	bool ok = false;
@@ -1767,15 +1212,15 @@ static bool one_handshake(const char *what, struct result *r)
 
 /* Fork a child that drops to uid/gid 65534 and runs fn; its verdict merges
  * into r. The child shares our stdout for notes. */
-static void as_nobody(void (*fn)(void *, struct result *), void *arg, struct result *r)
+static void as_nobody(void (*fn)(void *, struct t_result *), void *arg, struct t_result *r)
 {
-	struct result cr;
+	struct t_result cr;
 	int p[2], st;
 	pid_t pid;
 	ssize_t n;
 
 	if (pipe2(p, O_CLOEXEC)) {
-		fail(r, "pipe: %s", strerror(errno));
+		t_fail(r, "pipe: %s", strerror(errno));
 		return;
 	}
 	fflush(stdout);
@@ -1785,7 +1230,7 @@ static void as_nobody(void (*fn)(void *, struct result *), void *arg, struct res
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		memset(&cr, 0, sizeof(cr));
 		if (setgroups(0, NULL) || setgid(65534) || setuid(65534))
-			fail(&cr, "dropping to uid 65534: %s", strerror(errno));
+			t_fail(&cr, "dropping to uid 65534: %s", strerror(errno));
 		else
 			fn(arg, &cr);
 		fflush(stdout);
@@ -1795,17 +1240,17 @@ static void as_nobody(void (*fn)(void *, struct result *), void *arg, struct res
 	close(p[1]);
 	if (pid < 0) {
 		close(p[0]);
-		fail(r, "fork: %s", strerror(errno));
+		t_fail(r, "fork: %s", strerror(errno));
 		return;
 	}
-	report("peer %d", (int)pid);
+	t_report("peer %d", (int)pid);
 	n = read(p[0], &cr, sizeof(cr));
 	close(p[0]);
 	waitpid(pid, &st, 0);
 	if (n != (ssize_t)sizeof(cr))
-		fail(r, "the uid 65534 child died (status 0x%x)", st);
-	else if (cr.verdict == V_FAIL)
-		fail(r, "as uid 65534: %s", cr.why);
+		t_fail(r, "the uid 65534 child died (status 0x%x)", st);
+	else if (cr.verdict == T_FAIL)
+		t_fail(r, "as uid 65534: %s", cr.why);
 }
 
 /* ---- interop: real TLS stacks as the peer ----------------------------------- */
@@ -1865,200 +1310,127 @@ static const char py_peer[] =
 	"except Exception:\n"
 	"    pass\n";
 
-struct argv_buf {
-	char *v[48];
-	int n;
-};
-
-__attribute__((format(printf, 2, 3)))
-static void arg_add(struct argv_buf *a, const char *fmt, ...)
-{
-	char buf[PATH_MAX + 64];
-	va_list ap;
-
-	if (a->n >= (int)ARRAY_SIZE(a->v) - 1)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	a->v[a->n++] = strdup(buf);
-	a->v[a->n] = NULL;
-}
-
-static void argv_free(struct argv_buf *a)
-{
-	while (a->n > 0)
-		free(a->v[--a->n]);
-}
-
-static void tool_argv(struct argv_buf *a, enum tool t, int port, const char *logfile)
+static void tool_argv(struct t_argv *a, enum tool t, int port, const char *logfile)
 {
 	const char *c = opt.certs;
 
 	switch (t) {
 	case T_S_CLIENT:
-		arg_add(a, "%s", tool_openssl);
-		arg_add(a, "s_client");
-		arg_add(a, "-quiet");
-		arg_add(a, "-no_ign_eof");
-		arg_add(a, "-nocommands");
-		arg_add(a, "-connect");
-		arg_add(a, "127.0.0.1:%d", port);
-		arg_add(a, "-servername");
-		arg_add(a, "localhost");
-		arg_add(a, "-verify_hostname");
-		arg_add(a, "localhost");
-		arg_add(a, "-CAfile");
-		arg_add(a, "%s/ca.pem", c);
-		arg_add(a, "-verify_return_error");
-		arg_add(a, "-cert");
-		arg_add(a, "%s/client.pem", c);
-		arg_add(a, "-key");
-		arg_add(a, "%s/client.key", c);
-		arg_add(a, "-alpn");
-		arg_add(a, "h2,http/1.1");
+		t_arg_add(a, "%s", tool_openssl);
+		t_arg_add(a, "s_client");
+		t_arg_add(a, "-quiet");
+		t_arg_add(a, "-no_ign_eof");
+		t_arg_add(a, "-nocommands");
+		t_arg_add(a, "-connect");
+		t_arg_add(a, "127.0.0.1:%d", port);
+		t_arg_add(a, "-servername");
+		t_arg_add(a, "localhost");
+		t_arg_add(a, "-verify_hostname");
+		t_arg_add(a, "localhost");
+		t_arg_add(a, "-CAfile");
+		t_arg_add(a, "%s/ca.pem", c);
+		t_arg_add(a, "-verify_return_error");
+		t_arg_add(a, "-cert");
+		t_arg_add(a, "%s/client.pem", c);
+		t_arg_add(a, "-key");
+		t_arg_add(a, "%s/client.key", c);
+		t_arg_add(a, "-alpn");
+		t_arg_add(a, "h2,http/1.1");
 		break;
 	case T_S_SERVER:
-		arg_add(a, "%s", tool_openssl);
-		arg_add(a, "s_server");
-		arg_add(a, "-quiet");
-		arg_add(a, "-naccept");
-		arg_add(a, "1");
-		arg_add(a, "-accept");
-		arg_add(a, "127.0.0.1:%d", port);
-		arg_add(a, "-cert");
-		arg_add(a, "%s/server-ecdsa.pem", c);
-		arg_add(a, "-key");
-		arg_add(a, "%s/server-ecdsa.key", c);
-		arg_add(a, "-CAfile");
-		arg_add(a, "%s/ca.pem", c);
-		arg_add(a, "-Verify");
-		arg_add(a, "1");
-		arg_add(a, "-verify_return_error");
-		arg_add(a, "-alpn");
-		arg_add(a, "http/1.1");
+		t_arg_add(a, "%s", tool_openssl);
+		t_arg_add(a, "s_server");
+		t_arg_add(a, "-quiet");
+		t_arg_add(a, "-naccept");
+		t_arg_add(a, "1");
+		t_arg_add(a, "-accept");
+		t_arg_add(a, "127.0.0.1:%d", port);
+		t_arg_add(a, "-cert");
+		t_arg_add(a, "%s/server-ecdsa.pem", c);
+		t_arg_add(a, "-key");
+		t_arg_add(a, "%s/server-ecdsa.key", c);
+		t_arg_add(a, "-CAfile");
+		t_arg_add(a, "%s/ca.pem", c);
+		t_arg_add(a, "-Verify");
+		t_arg_add(a, "1");
+		t_arg_add(a, "-verify_return_error");
+		t_arg_add(a, "-alpn");
+		t_arg_add(a, "http/1.1");
 		break;
 	case T_GNUTLS_CLI:
-		arg_add(a, "%s", tool_gnutls_cli);
-		arg_add(a, "--logfile=%s", logfile);
-		arg_add(a, "--port=%d", port);
-		arg_add(a, "--x509cafile=%s/ca.pem", c);
-		arg_add(a, "--x509certfile=%s/client.pem", c);
-		arg_add(a, "--x509keyfile=%s/client.key", c);
-		arg_add(a, "--sni-hostname=localhost");
-		arg_add(a, "--verify-hostname=localhost");
-		arg_add(a, "--alpn=h2");
-		arg_add(a, "--alpn=http/1.1");
-		arg_add(a, "127.0.0.1");
+		t_arg_add(a, "%s", tool_gnutls_cli);
+		t_arg_add(a, "--logfile=%s", logfile);
+		t_arg_add(a, "--port=%d", port);
+		t_arg_add(a, "--x509cafile=%s/ca.pem", c);
+		t_arg_add(a, "--x509certfile=%s/client.pem", c);
+		t_arg_add(a, "--x509keyfile=%s/client.key", c);
+		t_arg_add(a, "--sni-hostname=localhost");
+		t_arg_add(a, "--verify-hostname=localhost");
+		t_arg_add(a, "--alpn=h2");
+		t_arg_add(a, "--alpn=http/1.1");
+		t_arg_add(a, "127.0.0.1");
 		break;
 	case T_GNUTLS_SERV:
-		arg_add(a, "%s", tool_gnutls_serv);
-		arg_add(a, "--quiet");
-		arg_add(a, "--echo");
-		arg_add(a, "--port=%d", port);
-		arg_add(a, "--x509cafile=%s/ca.pem", c);
-		arg_add(a, "--x509certfile=%s/server-ecdsa.pem", c);
-		arg_add(a, "--x509keyfile=%s/server-ecdsa.key", c);
-		arg_add(a, "--require-client-cert");
-		arg_add(a, "--verify-client-cert");
-		arg_add(a, "--alpn=http/1.1");
+		t_arg_add(a, "%s", tool_gnutls_serv);
+		t_arg_add(a, "--quiet");
+		t_arg_add(a, "--echo");
+		t_arg_add(a, "--port=%d", port);
+		t_arg_add(a, "--x509cafile=%s/ca.pem", c);
+		t_arg_add(a, "--x509certfile=%s/server-ecdsa.pem", c);
+		t_arg_add(a, "--x509keyfile=%s/server-ecdsa.key", c);
+		t_arg_add(a, "--require-client-cert");
+		t_arg_add(a, "--verify-client-cert");
+		t_arg_add(a, "--alpn=http/1.1");
 		break;
 	case T_PY_CLIENT:
 	case T_PY_SERVER:
-		arg_add(a, "%s", tool_python);
-		arg_add(a, "-c");
-		arg_add(a, "%s", py_peer);
-		arg_add(a, "%s", t == T_PY_SERVER ? "server" : "client");
-		arg_add(a, "%d", port);
-		arg_add(a, "%s", c);
+		t_arg_add(a, "%s", tool_python);
+		t_arg_add(a, "-c");
+		t_arg_add(a, "%s", py_peer);
+		t_arg_add(a, "%s", t == T_PY_SERVER ? "server" : "client");
+		t_arg_add(a, "%d", port);
+		t_arg_add(a, "%s", c);
 		break;
 	}
 }
 
-/* Random bytes, or (for the echo peers) base64-alphabet lines, since
- * gnutls-serv --echo echoes text lines only. */
-static uint8_t *payload_make(size_t len, bool text)
+/* A stream that must carry exactly the expect bytes at data. */
+static int stream_init(struct t_stream *s, size_t expect, const uint8_t *data)
 {
-	static const char alpha[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	uint8_t *p = malloc(len ? len : 1);
-	size_t i;
-
-	if (!p || RAND_bytes(p, (int)len) != 1) {
-		free(p);
-		return NULL;
-	}
-	if (text) {
-		for (i = 0; i < len; i++)
-			p[i] = (i % 65 == 64) ? '\n' : (uint8_t)alpha[p[i] & 63];
-		if (len)
-			p[len - 1] = '\n';
-	}
-	return p;
-}
-
-struct stream {
-	EVP_MD_CTX *md;
-	size_t n, expect;
 	uint8_t want[SHA256_LEN];
-};
 
-static int stream_init(struct stream *s, size_t expect, const uint8_t *data)
-{
-	s->n = 0;
-	s->expect = expect;
-	sha256(data, expect, s->want);
-	s->md = EVP_MD_CTX_new();
-	return s->md && EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) ? 0 : -ENOMEM;
+	t_sha256(data, expect, want);
+	return t_stream_init(s, expect, want);
 }
 
-static int stream_add(struct stream *s, const void *buf, size_t n, char *err, size_t errlen,
-		      const char *what)
-{
-	if (s->n + n > s->expect) {
-		snprintf(err, errlen, "%s: %zu bytes more than the %zu expected", what,
-			 s->n + n - s->expect, s->expect);
-		return -1;
-	}
-	EVP_DigestUpdate(s->md, buf, n);
-	s->n += n;
-	return 0;
-}
-
-static void stream_verify(struct stream *s, const char *what, struct result *r)
+static void stream_verify(struct t_stream *s, const char *what, struct t_result *r)
 {
 	uint8_t got[SHA256_LEN];
 	unsigned len = 0;
 	char a[20];
 
 	if (s->n != s->expect) {
-		fail(r, "%s: %zu of %zu bytes", what, s->n, s->expect);
+		t_fail(r, "%s: %zu of %zu bytes", what, s->n, s->expect);
 		return;
 	}
 	EVP_DigestFinal_ex(s->md, got, &len);
 	if (memcmp(got, s->want, SHA256_LEN)) {
-		fail(r, "%s: SHA-256 mismatch", what);
+		t_fail(r, "%s: SHA-256 mismatch", what);
 		return;
 	}
 	hex_str(got, 8, a, sizeof(a));
-	note("%s: %zu bytes, SHA-256 %s... matches", what, s->n, a);
-}
-
-static void stream_free(struct stream *s)
-{
-	EVP_MD_CTX_free(s->md);
-	s->md = NULL;
+	t_note("%s: %zu bytes, SHA-256 %s... matches", what, s->n, a);
 }
 
 /* Our kTLS socket both ways, the peer's stdin and stdout, in one loop. */
 struct xfer {
 	int fd;
-	struct peer *p;
+	struct t_peer *p;
 	const uint8_t *tx;
 	size_t tx_len, tx_off;
 	const uint8_t *in;
 	size_t in_len, in_off;
-	struct stream rx, out;
+	struct t_stream rx, out;
 	bool out_is_data, rx_eof;
 	char err[300];
 };
@@ -2077,7 +1449,7 @@ static int xfer_run(struct xfer *x, uint64_t deadline)
 	int k, i;
 
 	while (!xfer_done(x)) {
-		if (!ms_left(deadline)) {
+		if (!t_ms_left(deadline)) {
 			snprintf(x->err, sizeof(x->err), "timed out: sent %zu/%zu, received %zu/%zu, "
 				 "peer stdin %zu/%zu, peer stdout %zu/%zu", x->tx_off, x->tx_len,
 				 x->rx.n, x->rx.expect, x->in_off, x->in_len, x->out.n, x->out.expect);
@@ -2097,7 +1469,7 @@ static int xfer_run(struct xfer *x, uint64_t deadline)
 			pfd[k++] = (struct pollfd){ .fd = x->p->out_fd, .events = POLLIN };
 		if (x->p->err_fd >= 0)
 			pfd[k++] = (struct pollfd){ .fd = x->p->err_fd, .events = POLLIN };
-		poll(pfd, (nfds_t)k, min_int(ms_left(deadline), 200));
+		poll(pfd, (nfds_t)k, t_min_int(t_ms_left(deadline), 200));
 		for (i = 0; i < 64; i++) {
 			n = ktlsh_recv(x->fd, buf, sizeof(buf), MSG_DONTWAIT);
 			if (n == -EAGAIN)
@@ -2110,7 +1482,7 @@ static int xfer_run(struct xfer *x, uint64_t deadline)
 				snprintf(x->err, sizeof(x->err), "ktlsh_recv: %s", strerror((int)-n));
 				return -1;
 			}
-			if (stream_add(&x->rx, buf, (size_t)n, x->err, sizeof(x->err), "our socket"))
+			if (t_stream_add(&x->rx, buf, (size_t)n, x->err, sizeof(x->err), "our socket"))
 				return -1;
 		}
 		for (i = 0; i < 16 && x->tx_off < x->tx_len; i++) {
@@ -2142,50 +1514,50 @@ static int xfer_run(struct xfer *x, uint64_t deadline)
 			n = read(x->p->out_fd, buf, sizeof(buf));
 			if (n > 0) {
 				if (!x->out_is_data)
-					tail_add(&x->p->out, (char *)buf, (size_t)n);
-				else if (stream_add(&x->out, buf, (size_t)n, x->err, sizeof(x->err),
+					t_tail_add(&x->p->out, (char *)buf, (size_t)n);
+				else if (t_stream_add(&x->out, buf, (size_t)n, x->err, sizeof(x->err),
 						    "peer's stdout"))
 					return -1;
 				continue;
 			}
 			if (n == 0 || (errno != EAGAIN && errno != EINTR))
-				close_fd(&x->p->out_fd);
+				t_close_fd(&x->p->out_fd);
 			break;
 		}
-		peer_drain_fd(&x->p->err_fd, &x->p->err);
+		t_peer_drain_fd(&x->p->err_fd, &x->p->err);
 	}
 	return 0;
 }
 
 /* After our close_notify: read (through kTLS) until the peer's close
  * arrives, keeping its pipes drained. */
-static void wait_close(int fd, struct peer *p, int ms)
+static void wait_close(int fd, struct t_peer *p, int ms)
 {
-	uint64_t deadline = now_ms() + (uint64_t)ms;
+	uint64_t deadline = t_now_ms() + (uint64_t)ms;
 	struct pollfd pfd = { .fd = fd, .events = POLLIN };
 	char buf[4096];
 	ssize_t n;
 
-	while (ms_left(deadline)) {
-		poll(&pfd, 1, min_int(ms_left(deadline), 100));
-		peer_drain(p);
+	while (t_ms_left(deadline)) {
+		poll(&pfd, 1, t_min_int(t_ms_left(deadline), 100));
+		t_peer_drain(p);
 		n = ktlsh_recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
 		if (n == -EAGAIN)
 			continue;
 		if (n <= 0) {
-			note("after our close_notify the peer %s", n == 0 ? "closed too" :
+			t_note("after our close_notify the peer %s", n == 0 ? "closed too" :
 			     "ended the connection with an error");
 			return;
 		}
 	}
-	note("the peer did not close within %d ms of our close_notify", ms);
+	t_note("the peer did not close within %d ms of our close_notify", ms);
 }
 
 /*
  * One connection with a real TLS stack on the other end: the handshake and
  * every field of the reply; with data, 1 MiB each way through the kernel.
  */
-static void interop(enum tool t, bool data, struct result *r)
+static void interop(enum tool t, bool data, struct t_result *r)
 {
 	static const char *const server_sans[] = { "DNS:localhost", "IP:127.0.0.1", NULL };
 	bool daemon_server = t <= T_PY_CLIENT;
@@ -2200,18 +1572,18 @@ static void interop(enum tool t, bool data, struct result *r)
 		.n_alpn = daemon_server ? 0 : 2,
 	};
 	struct ktlsh_proto_reply rep;
-	struct argv_buf a = { .n = 0 };
+	struct t_argv a = { .n = 0 };
 	struct xfer x = { .fd = -1 };
-	struct peer p;
+	struct t_peer p;
 	struct dmn d;
 	struct cfg c;
 	char logfile[PATH_MAX + 32], line[300];
 	uint8_t *out_buf = NULL, *in_buf = NULL;
 	size_t out_len = PAYLOAD, in_len = echo ? 0 : PAYLOAD;
-	uint64_t deadline = now_ms() + 60000ull * (uint64_t)sc.slow;
+	uint64_t deadline = t_now_ms() + 60000ull * (uint64_t)sc.slow;
 	int lfd = -1, fd = -1, port, ret;
 
-	peer_init(&p);
+	t_peer_init(&p);
 	cfg_global(&c, "workers = 2\n");
 	cfg_identity(&c, "interop", "server-ecdsa",
 		     "server_names = localhost\nalpn = h2, http/1.1\nverify_client = required\n"
@@ -2223,27 +1595,27 @@ static void interop(enum tool t, bool data, struct result *r)
 		goto out;
 
 	if (daemon_server) {
-		lfd = listen_local(&port, 4);
+		lfd = t_listen_local(&port, 4);
 		if (lfd < 0) {
-			fail(r, "listen: %s", strerror(-lfd));
+			t_fail(r, "listen: %s", strerror(-lfd));
 			goto out;
 		}
 	} else {
-		port = free_port();
+		port = t_free_port();
 	}
 	snprintf(logfile, sizeof(logfile), "%s/gnutls-cli.log", case_dir);
 	tool_argv(&a, t, port, logfile);
-	ret = peer_start(&p, tool_names[t], a.v, NULL, NULL, NULL);
-	argv_free(&a);
+	ret = t_peer_start(&p, tool_names[t], a.v, NULL, NULL, NULL);
+	t_argv_free(&a);
 	if (ret) {
-		fail(r, "starting %s: %s", tool_names[t], strerror(-ret));
+		t_fail(r, "starting %s: %s", tool_names[t], strerror(-ret));
 		goto out;
 	}
 	if (daemon_server) {
 		fd = accept_deadline(lfd, &p, deadline, r);
-		close_fd(&lfd);
+		t_close_fd(&lfd);
 	} else {
-		fd = connect_retry(port, &p, deadline, r);
+		fd = t_connect_retry(port, &p, deadline, 100, r);
 	}
 	if (fd < 0)
 		goto out;
@@ -2251,7 +1623,7 @@ static void interop(enum tool t, bool data, struct result *r)
 	ret = ktlsh_handshake_fd(sock_name, fd, &req, &rep);
 	rep_note("reply", &rep);
 	if (!rep_ok(&rep, ret)) {
-		fail(r, "handshake with %s: %d (%s) \"%s\"", tool_names[t], ret, errname(ret),
+		t_fail(r, "handshake with %s: %d (%s) \"%s\"", tool_names[t], ret, errname(ret),
 		     rep.reason);
 		goto out;
 	}
@@ -2281,7 +1653,7 @@ static void interop(enum tool t, bool data, struct result *r)
 		      (unsigned long long)rep.tx_seq, (unsigned long long)rep.rx_seq,
 		      (unsigned long long)want_tx);
 		if (ktls_seq(fd, TLS_TX, &ktx) || ktls_seq(fd, TLS_RX, &krx))
-			fail(r, "getsockopt(SOL_TLS): %s", strerror(errno));
+			t_fail(r, "getsockopt(SOL_TLS): %s", strerror(errno));
 		else
 			check(r, ktx == rep.tx_seq && krx == rep.rx_seq,
 			      "the kernel's sequence numbers %llu/%llu match the reply",
@@ -2289,7 +1661,7 @@ static void interop(enum tool t, bool data, struct result *r)
 	} else {
 		check(r, rep.tx_seq == 0 && rep.rx_seq == 0, "no sequence numbers when not installed");
 	}
-	if (r->verdict == V_FAIL)
+	if (r->verdict == T_FAIL)
 		goto out;
 
 	if (!data) {
@@ -2299,19 +1671,19 @@ static void interop(enum tool t, bool data, struct result *r)
 		 * way read what the peer still sends (tickets, its close) so that
 		 * our close does not reset the connection under it. */
 		if (ktls_ok) {
-			set_nonblock(fd, true);
+			t_set_nonblock(fd, true);
 			if (ktlsh_send_close_notify(fd))
-				fail(r, "ktlsh_send_close_notify failed");
+				t_fail(r, "ktlsh_send_close_notify failed");
 			shutdown(fd, SHUT_WR);
-			close_fd(&p.in_fd);
+			t_close_fd(&p.in_fd);
 			wait_close(fd, &p, 10000 * sc.slow);
 		} else {
 			shutdown(fd, SHUT_WR);
 			drain_until_eof(fd, 5000 * sc.slow);
 		}
-		close_fd(&fd);
+		t_close_fd(&fd);
 		if (t != T_GNUTLS_SERV)
-			peer_wait(&p, now_ms() + 5000ull * (uint64_t)sc.slow);
+			t_peer_wait(&p, t_now_ms() + 5000ull * (uint64_t)sc.slow);
 		goto check_peer;
 	}
 
@@ -2320,10 +1692,10 @@ static void interop(enum tool t, bool data, struct result *r)
 	 * what they got. */
 	if (t == T_GNUTLS_CLI)
 		out_len = GNUTLS_CLI_OUT;
-	out_buf = payload_make(out_len, echo);
-	in_buf = payload_make(in_len, false);
+	out_buf = t_payload_make(out_len, echo);
+	in_buf = t_payload_make(in_len, false);
 	if (!out_buf || !in_buf) {
-		fail(r, "out of memory");
+		t_fail(r, "out of memory");
 		goto out;
 	}
 	x.fd = fd;
@@ -2335,11 +1707,11 @@ static void interop(enum tool t, bool data, struct result *r)
 	x.out_is_data = !echo;
 	if (stream_init(&x.rx, echo ? out_len : in_len, echo ? out_buf : in_buf) ||
 	    stream_init(&x.out, echo ? 0 : out_len, out_buf)) {
-		fail(r, "out of memory");
+		t_fail(r, "out of memory");
 		goto out;
 	}
-	if (set_nonblock(fd, true) || xfer_run(&x, deadline)) {
-		fail(r, "data through kTLS with %s: %s", tool_names[t], x.err);
+	if (t_set_nonblock(fd, true) || xfer_run(&x, deadline)) {
+		t_fail(r, "data through kTLS with %s: %s", tool_names[t], x.err);
 		goto out;
 	}
 	stream_verify(&x.rx, echo ? "echoed back to us through kTLS" : "received by us through kTLS", r);
@@ -2348,55 +1720,55 @@ static void interop(enum tool t, bool data, struct result *r)
 	/* close_notify from us, EOF to the peer's stdin: it answers with its
 	 * own close (and ends, except gnutls-serv, which serves on). */
 	if (ktlsh_send_close_notify(fd))
-		fail(r, "ktlsh_send_close_notify failed");
+		t_fail(r, "ktlsh_send_close_notify failed");
 	shutdown(fd, SHUT_WR);
-	close_fd(&p.in_fd);
+	t_close_fd(&p.in_fd);
 	wait_close(fd, &p, 10000 * sc.slow);
-	if (t != T_GNUTLS_SERV && peer_wait(&p, now_ms() + 10000ull * (uint64_t)sc.slow))
-		note("%s still running 10 s after close_notify; stopped", tool_names[t]);
+	if (t != T_GNUTLS_SERV && t_peer_wait(&p, t_now_ms() + 10000ull * (uint64_t)sc.slow))
+		t_note("%s still running 10 s after close_notify; stopped", tool_names[t]);
 check_peer:
-	peer_stop(&p);
-	if (tail_contains(&p.err, "Traceback") || tail_contains(&p.err, "bad record mac") ||
-	    tail_contains(&p.err, "decryption failed") || tail_contains(&p.err, "Decryption has failed") ||
-	    (ktls_ok && tail_contains(&p.err, "*** Fatal")))
-		fail(r, "%s reported an error on its stderr", tool_names[t]);
+	t_peer_stop(&p);
+	if (t_tail_contains(&p.err, "Traceback") || t_tail_contains(&p.err, "bad record mac") ||
+	    t_tail_contains(&p.err, "decryption failed") || t_tail_contains(&p.err, "Decryption has failed") ||
+	    (ktls_ok && t_tail_contains(&p.err, "*** Fatal")))
+		t_fail(r, "%s reported an error on its stderr", tool_names[t]);
 	if (t == T_PY_CLIENT || t == T_PY_SERVER) {
 		snprintf(line, sizeof(line), "cipher=%s alpn=%s peer=%s", rep.cipher, want_alpn,
 			 daemon_server ? "localhost" : "ktlsh-test-client");
-		check(r, tail_contains(&p.err, line), "python saw \"%s\"", line);
+		check(r, t_tail_contains(&p.err, line), "python saw \"%s\"", line);
 		if (data)
-			check(r, tail_contains(&p.err, "python: echoed"), "python echoed and ended cleanly");
+			check(r, t_tail_contains(&p.err, "python: echoed"), "python echoed and ended cleanly");
 	}
 out:
-	if (r->verdict == V_FAIL)
+	if (r->verdict == T_FAIL)
 		peer_diagnose(&p);
-	peer_stop(&p);
-	close_fd(&fd);
-	close_fd(&lfd);
-	stream_free(&x.rx);
-	stream_free(&x.out);
+	t_peer_stop(&p);
+	t_close_fd(&fd);
+	t_close_fd(&lfd);
+	t_stream_free(&x.rx);
+	t_stream_free(&x.out);
 	free(out_buf);
 	free(in_buf);
 	dmn_stop(&d, r);
 }
 
-static void case_interop_s_client(struct result *r) { interop(T_S_CLIENT, false, r); }
-static void case_interop_gnutls_cli(struct result *r) { interop(T_GNUTLS_CLI, false, r); }
-static void case_interop_py_client(struct result *r) { interop(T_PY_CLIENT, false, r); }
-static void case_interop_s_server(struct result *r) { interop(T_S_SERVER, false, r); }
-static void case_interop_gnutls_serv(struct result *r) { interop(T_GNUTLS_SERV, false, r); }
-static void case_interop_py_server(struct result *r) { interop(T_PY_SERVER, false, r); }
-static void case_data_s_client(struct result *r) { interop(T_S_CLIENT, true, r); }
-static void case_data_gnutls_cli(struct result *r) { interop(T_GNUTLS_CLI, true, r); }
-static void case_data_py_client(struct result *r) { interop(T_PY_CLIENT, true, r); }
-static void case_data_s_server(struct result *r) { interop(T_S_SERVER, true, r); }
-static void case_data_gnutls_serv(struct result *r) { interop(T_GNUTLS_SERV, true, r); }
-static void case_data_py_server(struct result *r) { interop(T_PY_SERVER, true, r); }
+static void case_interop_s_client(struct t_result *r) { interop(T_S_CLIENT, false, r); }
+static void case_interop_gnutls_cli(struct t_result *r) { interop(T_GNUTLS_CLI, false, r); }
+static void case_interop_py_client(struct t_result *r) { interop(T_PY_CLIENT, false, r); }
+static void case_interop_s_server(struct t_result *r) { interop(T_S_SERVER, false, r); }
+static void case_interop_gnutls_serv(struct t_result *r) { interop(T_GNUTLS_SERV, false, r); }
+static void case_interop_py_server(struct t_result *r) { interop(T_PY_SERVER, false, r); }
+static void case_data_s_client(struct t_result *r) { interop(T_S_CLIENT, true, r); }
+static void case_data_gnutls_cli(struct t_result *r) { interop(T_GNUTLS_CLI, true, r); }
+static void case_data_py_client(struct t_result *r) { interop(T_PY_CLIENT, true, r); }
+static void case_data_s_server(struct t_result *r) { interop(T_S_SERVER, true, r); }
+static void case_data_gnutls_serv(struct t_result *r) { interop(T_GNUTLS_SERV, true, r); }
+static void case_data_py_server(struct t_result *r) { interop(T_PY_SERVER, true, r); }
 
 /* ---- SNI, mutual TLS, ALPN, resumption ------------------------------------ */
 
 /* One handshake on identity main with this SNI; the peer must see stem. */
-static void sni_try(const char *sni, const char *sigalgs, const char *stem, struct result *r)
+static void sni_try(const char *sni, const char *sigalgs, const char *stem, struct t_result *r)
 {
 	char what[128];
 	struct hs h;
@@ -2411,7 +1783,7 @@ static void sni_try(const char *sni, const char *sigalgs, const char *stem, stru
 	cpeer_free(&h.peer);
 }
 
-static void sni_nobody(void *arg, struct result *r)
+static void sni_nobody(void *arg, struct t_result *r)
 {
 	/* Named by SNI, but root-only: the daemon stays on the identity the
 	 * request named instead of refusing or leaking the other's cert. */
@@ -2419,7 +1791,7 @@ static void sni_nobody(void *arg, struct result *r)
 	sni_try("wrong.example", NULL, "wrongname", r);
 }
 
-static void case_sni(struct result *r)
+static void case_sni(struct t_result *r)
 {
 	struct dmn d;
 	struct cfg c;
@@ -2445,7 +1817,7 @@ static void case_sni(struct result *r)
 		sni_try("restricted.example", NULL, "other-server", r);
 		as_nobody(sni_nobody, NULL, r);
 	} else {
-		note("not root: the uid 65534 part is left out");
+		t_note("not root: the uid 65534 part is left out");
 	}
 out:
 	dmn_stop(&d, r);
@@ -2453,7 +1825,7 @@ out:
 
 /* One handshake on identity id, the peer presenting cert (or none). */
 static void mtls_try(const char *id, const char *cert, const char *expect_name, int want,
-		     bool want_peer_cert, struct result *r)
+		     bool want_peer_cert, struct t_result *r)
 {
 	char what[160];
 	struct hs h;
@@ -2481,7 +1853,7 @@ out:
 	cpeer_free(&h.peer);
 }
 
-static void case_mtls(struct result *r)
+static void case_mtls(struct t_result *r)
 {
 	struct dmn d;
 	struct cfg c;
@@ -2520,7 +1892,7 @@ out:
 
 /* The daemon as server: the client offers offer, the request may override
  * the identity's list; want "" means no ALPN, NULL a failed handshake. */
-static void alpn_server(const char *offer, const char *req_alpn, const char *want, struct result *r)
+static void alpn_server(const char *offer, const char *req_alpn, const char *want, struct t_result *r)
 {
 	char what[160];
 	struct hs h;
@@ -2554,7 +1926,7 @@ out:
 /* The daemon as client: it offers (request list or profile's), the peer
  * server picks by its own preference. */
 static void alpn_client(const char *profile, const char *req1, const char *req2,
-			const char *server_pref, const char *want, struct result *r)
+			const char *server_pref, const char *want, struct t_result *r)
 {
 	char what[160];
 	struct hs h;
@@ -2579,7 +1951,7 @@ static void alpn_client(const char *profile, const char *req1, const char *req2,
 	cpeer_free(&h.peer);
 }
 
-static void case_alpn(struct result *r)
+static void case_alpn(struct t_result *r)
 {
 	struct dmn d;
 	struct cfg c;
@@ -2606,7 +1978,7 @@ out:
 
 /* A handshake on identity id offering sess; reports whether it resumed. */
 static int resume_try(const char *id, SSL_SESSION *sess, int max_version, SSL_SESSION **out,
-		      const char *what, struct result *r)
+		      const char *what, struct t_result *r)
 {
 	struct hs h;
 	int resumed = -1;
@@ -2619,21 +1991,21 @@ static int resume_try(const char *id, SSL_SESSION *sess, int max_version, SSL_SE
 	if (!hs_run(&h, r) && hs_expect_ok(&h, what, r)) {
 		resumed = h.rep.resumed;
 		if (h.rep.resumed != h.peer.reused)
-			fail(r, "%s: the daemon says resumed=%d, the client %d", what, h.rep.resumed,
+			t_fail(r, "%s: the daemon says resumed=%d, the client %d", what, h.rep.resumed,
 			     h.peer.reused);
 		if (out) {
 			*out = h.peer.session;
 			h.peer.session = NULL;
 		}
-		if (opt.verbose)
-			note("%s: resumed=%d, %u session(s) offered to the client", what, resumed,
+		if (t_verbose)
+			t_note("%s: resumed=%d, %u session(s) offered to the client", what, resumed,
 			     h.peer.sessions);
 	}
 	cpeer_free(&h.peer);
 	return resumed;
 }
 
-static void case_resume(struct result *r)
+static void case_resume(struct t_result *r)
 {
 	SSL_SESSION *s13 = NULL, *s12 = NULL, *snt = NULL;
 	unsigned i, n13 = 8, n12 = 4, ok13 = 0, ok12 = 0;
@@ -2652,7 +2024,7 @@ static void case_resume(struct result *r)
 	 * daemon hands requests to its 4 workers round robin, so consecutive
 	 * ones land on different workers: the ticket keys must be shared. */
 	if (resume_try("main", NULL, 0, &s13, "TLS 1.3 full handshake", r) != 0 || !s13) {
-		fail(r, "TLS 1.3: %s", s13 ? "the first handshake resumed?" : "no session ticket arrived");
+		t_fail(r, "TLS 1.3: %s", s13 ? "the first handshake resumed?" : "no session ticket arrived");
 		goto out;
 	}
 	for (i = 0; i < n13; i++) {
@@ -2663,7 +2035,7 @@ static void case_resume(struct result *r)
 
 	/* TLS 1.2 session tickets, the same way */
 	if (resume_try("main", NULL, TLS1_2_VERSION, &s12, "TLS 1.2 full handshake", r) != 0 || !s12) {
-		fail(r, "TLS 1.2: no session ticket");
+		t_fail(r, "TLS 1.2: no session ticket");
 		goto out;
 	}
 	for (i = 0; i < n12; i++) {
@@ -2683,7 +2055,7 @@ static void case_resume(struct result *r)
 	if (ktls_ok)
 		check(r, dmn_counter("handshakes.resumed", r) == (long long)(n13 + n12),
 		      "handshakes.resumed counts the %u resumptions", n13 + n12);
-	note("%u TLS 1.3 and %u TLS 1.2 resumptions over 4 workers (round robin: every worker "
+	t_note("%u TLS 1.3 and %u TLS 1.2 resumptions over 4 workers (round robin: every worker "
 	     "took some)", ok13, ok12);
 out:
 	SSL_SESSION_free(s13);
@@ -2695,19 +2067,19 @@ out:
 /* ---- the nonblocking API: submit now, complete later ------------------------ */
 
 static int submit1(struct ktlsh_client *kc, int fd, const struct ktlsh_request *req, uint32_t *id,
-		   struct result *r)
+		   struct t_result *r)
 {
 	int ret = ktlsh_submit(kc, fd, req, id);
 
 	if (ret)
-		fail(r, "ktlsh_submit: %s", strerror(-ret));
+		t_fail(r, "ktlsh_submit: %s", strerror(-ret));
 	return ret;
 }
 
 /* Wait for any reply on kc (ms at most): 0 with *rep, or -errno. */
 static int complete1(struct ktlsh_client *kc, struct ktlsh_proto_reply *rep, int ms)
 {
-	uint64_t deadline = now_ms() + (uint64_t)ms;
+	uint64_t deadline = t_now_ms() + (uint64_t)ms;
 	struct pollfd pfd = { .fd = ktlsh_client_fd(kc), .events = POLLIN };
 	int ret;
 
@@ -2715,15 +2087,15 @@ static int complete1(struct ktlsh_client *kc, struct ktlsh_proto_reply *rep, int
 		ret = ktlsh_complete(kc, rep);
 		if (ret != -EAGAIN)
 			return ret;
-		if (!ms_left(deadline))
+		if (!t_ms_left(deadline))
 			return -ETIMEDOUT;
-		poll(&pfd, 1, ms_left(deadline));
+		poll(&pfd, 1, t_ms_left(deadline));
 	}
 }
 
 /* ---- silent peers and peers that give up -------------------------------- */
 
-static void case_silent(struct result *r)
+static void case_silent(struct t_result *r)
 {
 	unsigned n = sc.silent, i, got = 0, normal_ok = 0, early = 0, late = 0;
 	unsigned tmo = sc.silent_timeout_ms, short_tmo = sc.silent_timeout_ms / 4;
@@ -2739,7 +2111,7 @@ static void case_silent(struct result *r)
 	int ret;
 
 	if (!cfd || !sfd) {
-		fail(r, "out of memory");
+		t_fail(r, "out of memory");
 		goto out;
 	}
 	for (i = 0; i <= n; i++)
@@ -2751,16 +2123,16 @@ static void case_silent(struct result *r)
 		goto out;
 	ret = ktlsh_client_open(&kc, sock_name);
 	if (ret) {
-		fail(r, "ktlsh_client_open: %s", strerror(-ret));
+		t_fail(r, "ktlsh_client_open: %s", strerror(-ret));
 		goto out;
 	}
 	/* n silent clients: connected, never a byte. One more asks for a
 	 * shorter deadline in its request. */
-	t0 = now_ms();
+	t0 = t_now_ms();
 	for (i = 0; i <= n; i++) {
 		ret = tcp_pair(&cfd[i], &sfd[i]);
 		if (ret) {
-			fail(r, "tcp pair: %s", strerror(-ret));
+			t_fail(r, "tcp pair: %s", strerror(-ret));
 			goto out;
 		}
 		req.timeout_ms = i == n ? short_tmo : 0;
@@ -2771,7 +2143,7 @@ static void case_silent(struct result *r)
 	}
 	/* Meanwhile ordinary handshakes go through, each promptly. */
 	for (i = 0; i < sc.silent_normal; i++) {
-		uint64_t t1 = now_ms();
+		uint64_t t1 = t_now_ms();
 		struct hs h;
 
 		hs_init(&h, KTLSH_PROTO_ROLE_SERVER, "main");
@@ -2780,11 +2152,11 @@ static void case_silent(struct result *r)
 		if (!hs_run(&h, r) && hs_expect_ok(&h, "a normal handshake beside silent ones", r))
 			normal_ok++;
 		cpeer_free(&h.peer);
-		if (now_ms() - t1 > normal_max)
-			normal_max = now_ms() - t1;
+		if (t_now_ms() - t1 > normal_max)
+			normal_max = t_now_ms() - t1;
 	}
-	normal_done = now_ms() - t0;
-	note("%u normal handshakes beside %u silent ones: slowest %llu ms, all done %llu ms after "
+	normal_done = t_now_ms() - t0;
+	t_note("%u normal handshakes beside %u silent ones: slowest %llu ms, all done %llu ms after "
 	     "the silent ones arrived (their timeout: %u ms)", normal_ok, n + 1,
 	     (unsigned long long)normal_max, (unsigned long long)normal_done, tmo);
 	check(r, normal_ok == sc.silent_normal, "%u of %u normal handshakes succeeded", normal_ok,
@@ -2798,20 +2170,20 @@ static void case_silent(struct result *r)
 	while (got <= n) {
 		ret = complete1(kc, &rep, (int)(2 * tmo + 5000u * (unsigned)sc.slow));
 		if (ret) {
-			fail(r, "%u of %u silent handshakes answered, then: %s", got, n + 1,
+			t_fail(r, "%u of %u silent handshakes answered, then: %s", got, n + 1,
 			     strerror(-ret));
 			break;
 		}
 		got++;
-		el = now_ms() - t0;
+		el = t_now_ms() - t0;
 		if (rep.status != -ETIMEDOUT) {
 			rep_note("silent", &rep);
-			fail(r, "a silent client's handshake ended with %d (%s), not -ETIMEDOUT",
+			t_fail(r, "a silent client's handshake ended with %d (%s), not -ETIMEDOUT",
 			     rep.status, errname(rep.status));
 			continue;
 		}
 		if (rep.id == short_id) {
-			note("the request with timeout_ms = %u timed out after %llu ms: \"%s\"", short_tmo,
+			t_note("the request with timeout_ms = %u timed out after %llu ms: \"%s\"", short_tmo,
 			     (unsigned long long)el, rep.reason);
 			check(r, el >= short_tmo * 9 / 10 && el < tmo,
 			      "the request's own %u ms deadline applied (%llu ms)", short_tmo,
@@ -2823,7 +2195,7 @@ static void case_silent(struct result *r)
 		early += el < tmo * 9 / 10;
 		late += el > tmo + 2000u * (unsigned)sc.slow;
 	}
-	note("%u silent handshakes timed out between %llu and %llu ms (handshake_timeout %u ms)", n,
+	t_note("%u silent handshakes timed out between %llu and %llu ms (handshake_timeout %u ms)", n,
 	     (unsigned long long)first, (unsigned long long)last, tmo);
 	check(r, !early && !late, "%u timed out early, %u late", early, late);
 	check(r, dmn_counter("handshakes.timeout", r) == (long long)n + 1,
@@ -2832,8 +2204,8 @@ static void case_silent(struct result *r)
 out:
 	ktlsh_client_close(kc);
 	for (i = 0; cfd && sfd && i <= n; i++) {
-		close_fd(&cfd[i]);
-		close_fd(&sfd[i]);
+		t_close_fd(&cfd[i]);
+		t_close_fd(&sfd[i]);
 	}
 	free(cfd);
 	free(sfd);
@@ -2870,12 +2242,12 @@ static void tcp_reset(int *fd)
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 
 	setsockopt(*fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	close_fd(fd);
+	t_close_fd(fd);
 }
 
 enum abort_mode { AB_RESET_MID, AB_CLOSE_MID, AB_GARBAGE, AB_SERVER_RESET };
 
-static void abort_try(struct ktlsh_client *kc, enum abort_mode m, int want, struct result *r)
+static void abort_try(struct ktlsh_client *kc, enum abort_mode m, int want, struct t_result *r)
 {
 	static const char *const names[] = {
 		[AB_RESET_MID] = "server; the client sends half a ClientHello, then RST",
@@ -2892,7 +2264,7 @@ static void abort_try(struct ktlsh_client *kc, enum abort_mode m, int want, stru
 	int c, s, ours, raw, ret;
 
 	if (tcp_pair(&c, &s)) {
-		fail(r, "tcp pair: %s", strerror(errno));
+		t_fail(r, "tcp pair: %s", strerror(errno));
 		return;
 	}
 	if (m == AB_SERVER_RESET) {
@@ -2912,47 +2284,47 @@ static void abort_try(struct ktlsh_client *kc, enum abort_mode m, int want, stru
 	case AB_CLOSE_MID:
 		n = make_client_hello(ch, sizeof(ch));
 		if (n < 40 || write(raw, ch, (size_t)n / 2) != n / 2) {
-			fail(r, "sending half a ClientHello failed");
+			t_fail(r, "sending half a ClientHello failed");
 			goto out;
 		}
-		msleep(100 * sc.slow);	/* the daemon sits mid-handshake */
+		t_msleep(100 * sc.slow);	/* the daemon sits mid-handshake */
 		if (m == AB_RESET_MID)
 			tcp_reset(&raw);
 		else
-			close_fd(&raw);
+			t_close_fd(&raw);
 		break;
 	case AB_GARBAGE:
 		if (write(raw, http, sizeof(http) - 1) != (ssize_t)sizeof(http) - 1)
-			fail(r, "write: %s", strerror(errno));
+			t_fail(r, "write: %s", strerror(errno));
 		break;
 	case AB_SERVER_RESET:
 		pfd = (struct pollfd){ .fd = raw, .events = POLLIN };
 		poll(&pfd, 1, 10000 * sc.slow);
 		n = read(raw, ch, sizeof(ch));
-		if (opt.verbose)
-			note("read %zd bytes of the daemon's ClientHello; resetting", n);
+		if (t_verbose)
+			t_note("read %zd bytes of the daemon's ClientHello; resetting", n);
 		tcp_reset(&raw);
 		break;
 	}
 	ret = complete1(kc, &rep, 20000 * sc.slow);
 	if (ret) {
-		fail(r, "%s: no reply: %s", names[m], strerror(-ret));
+		t_fail(r, "%s: no reply: %s", names[m], strerror(-ret));
 		goto out;
 	}
 	if (rep.status != want) {
 		rep_note(names[m], &rep);
-		fail(r, "%s: status %d (%s) \"%s\", expected %s", names[m], rep.status,
+		t_fail(r, "%s: status %d (%s) \"%s\", expected %s", names[m], rep.status,
 		     errname(rep.status), rep.reason, errname(want));
 	} else {
-		note("%s: %s \"%s\"", names[m], errname(rep.status), rep.reason);
+		t_note("%s: %s \"%s\"", names[m], errname(rep.status), rep.reason);
 	}
 out:
-	close_fd(&c);
-	close_fd(&s);
+	t_close_fd(&c);
+	t_close_fd(&s);
 	(void)raw;
 }
 
-static void case_abort(struct result *r)
+static void case_abort(struct t_result *r)
 {
 	struct ktlsh_client *kc = NULL;
 	struct dmn d;
@@ -2967,7 +2339,7 @@ static void case_abort(struct result *r)
 		goto out;
 	ret = ktlsh_client_open(&kc, sock_name);
 	if (ret) {
-		fail(r, "ktlsh_client_open: %s", strerror(-ret));
+		t_fail(r, "ktlsh_client_open: %s", strerror(-ret));
 		goto out;
 	}
 	abort_try(kc, AB_RESET_MID, -ECONNRESET, r);
@@ -3129,7 +2501,7 @@ enum expect { X_CLOSE, X_ERROR, X_CLOSE_OR_ERROR };
 /* One bad message on a fresh connection; the daemon must close it, or
  * answer ERROR with status want (id echoed) and keep the connection. */
 static void garbage_try(const char *what, const void *buf, size_t len, enum expect x, int want,
-			uint32_t id, struct result *r)
+			uint32_t id, struct t_result *r)
 {
 	struct ktlsh_proto_reply rep;
 	enum ctl_outcome o;
@@ -3137,32 +2509,32 @@ static void garbage_try(const char *what, const void *buf, size_t len, enum expe
 	int fd = ctl_connect();
 
 	if (fd < 0) {
-		fail(r, "%s: cannot connect: %s", what, strerror(-fd));
+		t_fail(r, "%s: cannot connect: %s", what, strerror(-fd));
 		return;
 	}
 	if (ctl_send(fd, buf, len, NULL, 0)) {
 		/* A packet over the socket's limits may be refused at send. */
-		note("%s: refused by the kernel at send (%s)", what, strerror(errno));
+		t_note("%s: refused by the kernel at send (%s)", what, strerror(errno));
 		close(fd);
 		return;
 	}
 	o = ctl_recv(fd, &rep, 5000 * sc.slow);
 	ctl_outcome_str(o, &rep, got, sizeof(got));
 	if (o == CTL_CLOSED && x != X_ERROR) {
-		note("%s: %s", what, got);
+		t_note("%s: %s", what, got);
 	} else if (o == CTL_REPLY && x != X_CLOSE && rep.type == KTLSH_PROTO_ERROR &&
 		   rep.status == want && rep.id == id) {
-		note("%s: %s", what, got);
+		t_note("%s: %s", what, got);
 		check(r, ctl_still_open(fd), "%s: the connection still serves after the ERROR", what);
 	} else {
-		fail(r, "%s: %s; expected %s%s%s (id %u)", what, got,
+		t_fail(r, "%s: %s; expected %s%s%s (id %u)", what, got,
 		     x == X_ERROR ? "" : "the connection closed", x == X_CLOSE_OR_ERROR ? " or " : "",
 		     x == X_CLOSE ? "" : errname(want), id);
 	}
 	close(fd);
 }
 
-static void case_ctl_garbage(struct result *r)
+static void case_ctl_garbage(struct t_result *r)
 {
 	uint8_t valid[8192], buf[8192], *big = NULL;
 	struct ktlsh_proto_reply rep;
@@ -3180,7 +2552,7 @@ static void case_ctl_garbage(struct result *r)
 	fds0 = dmn_settle(&d, r);
 	vlen = enc_request(valid, sizeof(valid), KTLSH_PROTO_HANDSHAKE_REQ, 7, "main");
 	if (!vlen) {
-		fail(r, "cannot encode a request");
+		t_fail(r, "cannot encode a request");
 		goto out;
 	}
 
@@ -3238,7 +2610,7 @@ static void case_ctl_garbage(struct result *r)
 		unsigned k, flips = 1 + (unsigned)(random() % 4);
 
 		if (fd < 0 && (fd = ctl_connect()) < 0) {
-			fail(r, "connect: %s", strerror(-fd));
+			t_fail(r, "connect: %s", strerror(-fd));
 			goto out;
 		}
 		memcpy(buf, valid, vlen);
@@ -3248,28 +2620,28 @@ static void case_ctl_garbage(struct result *r)
 		if (random() % 4 == 0)
 			blen = 16 + (size_t)random() % (vlen - 16);
 		if (ctl_send(fd, buf, blen, NULL, 0)) {
-			close_fd(&fd);
+			t_close_fd(&fd);
 			continue;
 		}
 		o = ctl_recv(fd, &rep, 5000 * sc.slow);
 		if (o == CTL_REPLY) {
 			replies++;
 			if (rep.status >= 0)
-				fail(r, "mutation %u got status %d", i, rep.status);
+				t_fail(r, "mutation %u got status %d", i, rep.status);
 		} else if (o == CTL_CLOSED) {
 			closes++;
-			close_fd(&fd);
+			t_close_fd(&fd);
 		} else {
-			fail(r, "mutation %u: %s", i, o == CTL_SILENT ? "no answer" : "undecodable answer");
-			close_fd(&fd);
+			t_fail(r, "mutation %u: %s", i, o == CTL_SILENT ? "no answer" : "undecodable answer");
+			t_close_fd(&fd);
 		}
 		if (!dmn_alive(&d)) {
-			fail(r, "ktlshd died on mutation %u", i);
+			t_fail(r, "ktlshd died on mutation %u", i);
 			goto out;
 		}
 	}
-	close_fd(&fd);
-	note("%u mutated requests: %u error replies, %u closed connections", iters, replies, closes);
+	t_close_fd(&fd);
+	t_note("%u mutated requests: %u error replies, %u closed connections", iters, replies, closes);
 
 	/* still serving, nothing leaked */
 	hs_init(&h, KTLSH_PROTO_ROLE_SERVER, "main");
@@ -3281,7 +2653,7 @@ static void case_ctl_garbage(struct result *r)
 	check(r, fds1 == fds0, "the daemon has %d descriptors open, %d before the garbage", fds1, fds0);
 	check(r, dmn_counter("control.bad_messages", r) > 0, "control.bad_messages counts them");
 out:
-	close_fd(&fd);
+	t_close_fd(&fd);
 	free(big);
 	dmn_stop(&d, r);
 }
@@ -3289,7 +2661,7 @@ out:
 /* A HANDSHAKE_REQ carrying fds; the reply must be a HANDSHAKE_REPLY (the
  * spec's table) with status want, and the connection must stay usable. */
 static void badfd_try(int cfd, const char *what, const int *fds, int nfds, int want,
-		      struct result *r)
+		      struct t_result *r)
 {
 	static uint32_t id = 100;
 	struct ktlsh_proto_reply rep;
@@ -3299,14 +2671,14 @@ static void badfd_try(int cfd, const char *what, const int *fds, int nfds, int w
 	char got[400];
 
 	if (ctl_send(cfd, buf, len, fds, nfds)) {
-		fail(r, "%s: sendmsg: %s", what, strerror(errno));
+		t_fail(r, "%s: sendmsg: %s", what, strerror(errno));
 		return;
 	}
 	o = ctl_recv(cfd, &rep, 5000 * sc.slow);
 	ctl_outcome_str(o, &rep, got, sizeof(got));
-	note("%s: %s", what, got);
+	t_note("%s: %s", what, got);
 	if (o != CTL_REPLY || rep.status != want || rep.id != id) {
-		fail(r, "%s: %s, expected status %s", what, got, errname(want));
+		t_fail(r, "%s: %s, expected status %s", what, got, errname(want));
 		return;
 	}
 	check(r, rep.type == KTLSH_PROTO_HANDSHAKE_REPLY,
@@ -3315,7 +2687,7 @@ static void badfd_try(int cfd, const char *what, const int *fds, int nfds, int w
 	check(r, rep.reason[0] != '\0', "%s: the refusal has a reason", what);
 }
 
-static void case_ctl_badfd(struct result *r)
+static void case_ctl_badfd(struct t_result *r)
 {
 	int cfd = -1, a = -1, b = -1, a2 = -1, b2 = -1, p[2] = { -1, -1 }, u[2] = { -1, -1 };
 	int udp = -1, tcp = -1, lst = -1, nul = -1, many[10], fds0, fds1, i, port;
@@ -3339,8 +2711,8 @@ static void case_ctl_badfd(struct result *r)
 	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u) ||
 	    (udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0 ||
 	    (tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-	    (lst = listen_local(&port, 1)) < 0 || (nul = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) {
-		fail(r, "setting up descriptors: %s", strerror(errno));
+	    (lst = t_listen_local(&port, 1)) < 0 || (nul = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) {
+		t_fail(r, "setting up descriptors: %s", strerror(errno));
 		goto out;
 	}
 	badfd_try(cfd, "no descriptor", NULL, 0, -EBADF, r);
@@ -3351,8 +2723,8 @@ static void case_ctl_badfd(struct result *r)
 	badfd_try(cfd, "an AF_UNIX stream socket", &u[0], 1, -EPROTOTYPE, r);
 	badfd_try(cfd, "an unconnected TCP socket", &tcp, 1, -ENOTCONN, r);
 	badfd_try(cfd, "a listening TCP socket", &lst, 1, -ENOTCONN, r);
-	close_fd(&b2);		/* a2 is now in CLOSE_WAIT */
-	msleep(20);
+	t_close_fd(&b2);		/* a2 is now in CLOSE_WAIT */
+	t_msleep(20);
 	badfd_try(cfd, "a TCP socket whose peer closed", &a2, 1, -ENOTCONN, r);
 
 	/* a descriptor with a request that takes none */
@@ -3360,7 +2732,7 @@ static void case_ctl_badfd(struct result *r)
 	if (ctl_send(cfd, buf, len, &a, 1) == 0) {
 		o = ctl_recv(cfd, &rep, 5000 * sc.slow);
 		ctl_outcome_str(o, &rep, got, sizeof(got));
-		note("a STATUS_REQ with a descriptor: %s", got);
+		t_note("a STATUS_REQ with a descriptor: %s", got);
 		check(r, o == CTL_REPLY && rep.id == 77 && rep.status == -EBADF,
 		      "a STATUS_REQ with a descriptor is refused with -EBADF (%s)", got);
 	}
@@ -3373,13 +2745,13 @@ static void case_ctl_badfd(struct result *r)
 	if (ctl_send(cfd, buf, len, many, 10) == 0) {
 		o = ctl_recv(cfd, &rep, 5000 * sc.slow);
 		ctl_outcome_str(o, &rep, got, sizeof(got));
-		note("a request with 10 descriptors: %s", got);
+		t_note("a request with 10 descriptors: %s", got);
 		check(r, o == CTL_CLOSED || (o == CTL_REPLY && rep.status == -EBADF),
 		      "10 descriptors: -EBADF or a closed connection (%s)", got);
 	}
-	close_fd(&cfd);
+	t_close_fd(&cfd);
 	for (i = 0; i < 10; i++)
-		close_fd(&many[i]);
+		t_close_fd(&many[i]);
 
 	/* Every descriptor it received is closed again: a, b must be usable,
 	 * and the daemon's count is back where it was. */
@@ -3387,23 +2759,23 @@ static void case_ctl_badfd(struct result *r)
 	check(r, fds1 == fds0, "the daemon holds %d descriptors, %d before: it closed what it "
 	      "refused", fds1, fds0);
 out:
-	close_fd(&cfd);
-	close_fd(&a);
-	close_fd(&b);
-	close_fd(&a2);
-	close_fd(&b2);
-	close_fd(&p[0]);
-	close_fd(&p[1]);
-	close_fd(&u[0]);
-	close_fd(&u[1]);
-	close_fd(&udp);
-	close_fd(&tcp);
-	close_fd(&lst);
-	close_fd(&nul);
+	t_close_fd(&cfd);
+	t_close_fd(&a);
+	t_close_fd(&b);
+	t_close_fd(&a2);
+	t_close_fd(&b2);
+	t_close_fd(&p[0]);
+	t_close_fd(&p[1]);
+	t_close_fd(&u[0]);
+	t_close_fd(&u[1]);
+	t_close_fd(&udp);
+	t_close_fd(&tcp);
+	t_close_fd(&lst);
+	t_close_fd(&nul);
 	dmn_stop(&d, r);
 }
 
-static void case_ctl_ulp(struct result *r)
+static void case_ctl_ulp(struct t_result *r)
 {
 	struct ktlsh_request req = { .role = KTLSH_PROTO_ROLE_SERVER, .identity = "main" };
 	struct ktlsh_proto_reply rep;
@@ -3416,7 +2788,7 @@ static void case_ctl_ulp(struct result *r)
 	if (dmn_start(&d, &c, r))
 		goto out;
 	if (tcp_pair(&a, &b) || setsockopt(a, SOL_TCP, TCP_ULP, "tls", 3)) {
-		fail(r, "attaching the tls ULP: %s", strerror(errno));
+		t_fail(r, "attaching the tls ULP: %s", strerror(errno));
 		goto out;
 	}
 	ret = ktlsh_handshake_fd(sock_name, a, &req, &rep);
@@ -3426,8 +2798,8 @@ static void case_ctl_ulp(struct result *r)
 	check(r, rep.type == KTLSH_PROTO_HANDSHAKE_REPLY, "reply type %s, expected HANDSHAKE_REPLY",
 	      ktlsh_proto_type_name(rep.type));
 out:
-	close_fd(&a);
-	close_fd(&b);
+	t_close_fd(&a);
+	t_close_fd(&b);
 	dmn_stop(&d, r);
 }
 
@@ -3436,7 +2808,7 @@ out:
  * buffer fills; the daemon must not wait on it (nor spend its main loop on
  * it) while another client needs a handshake.
  */
-static void case_ctl_slow_reader(struct result *r)
+static void case_ctl_slow_reader(struct t_result *r)
 {
 	uint8_t req[64];
 	size_t len = enc_request(req, sizeof(req), KTLSH_PROTO_STATUS_REQ, 1, NULL);
@@ -3453,36 +2825,36 @@ static void case_ctl_slow_reader(struct result *r)
 		goto out;
 	fd = ctl_connect();
 	if (fd < 0) {
-		fail(r, "connect: %s", strerror(-fd));
+		t_fail(r, "connect: %s", strerror(-fd));
 		goto out;
 	}
 	/* STATUS_REPLY is a few KiB: a few hundred fill any socket buffer */
 	while (sent < limit && send(fd, req, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)len)
 		sent++;
-	note("a client sent %u STATUS_REQs and reads nothing", sent);
-	msleep(200 * sc.slow);
-	t0 = now_ms();
+	t_note("a client sent %u STATUS_REQs and reads nothing", sent);
+	t_msleep(200 * sc.slow);
+	t0 = t_now_ms();
 	hs_init(&h, KTLSH_PROTO_ROLE_SERVER, "main");
 	h.peer.sni = "localhost";
 	h.req.timeout_ms = 3000u * (unsigned)sc.slow;	/* fail in seconds, not 30 */
 	if (!hs_run(&h, r))
 		hs_expect_ok(&h, "a handshake from another client meanwhile", r);
 	cpeer_free(&h.peer);
-	took = now_ms() - t0;
-	note("the other client's handshake took %llu ms", (unsigned long long)took);
+	took = t_now_ms() - t0;
+	t_note("the other client's handshake took %llu ms", (unsigned long long)took);
 	check(r, took < 1000u * (unsigned)sc.slow,
 	      "another client's handshake is not held up by one that does not read (%llu ms)",
 	      (unsigned long long)took);
-	close_fd(&fd);
+	t_close_fd(&fd);
 	check(r, dmn_alive(&d), "the daemon is still running");
 out:
-	close_fd(&fd);
+	t_close_fd(&fd);
 	dmn_stop(&d, r);
 }
 
 /* ---- who may use what ---------------------------------------------------- */
 
-static void acl_nobody(void *arg, struct result *r)
+static void acl_nobody(void *arg, struct t_result *r)
 {
 	struct ktlsh_request req = { .role = KTLSH_PROTO_ROLE_SERVER, .identity = "rootonly" };
 	struct ktlsh_proto_reply rep;
@@ -3491,7 +2863,7 @@ static void acl_nobody(void *arg, struct result *r)
 
 	(void)arg;
 	if (tcp_pair(&a, &b)) {
-		fail(r, "tcp pair");
+		t_fail(r, "tcp pair");
 		return;
 	}
 	ret = ktlsh_handshake_fd(sock_name, b, &req, &rep);
@@ -3524,12 +2896,12 @@ static void acl_nobody(void *arg, struct result *r)
 
 	/* reload is for root and the daemon's user (protocol.md: -EACCES) */
 	ret = ktlsh_reload(sock_name, &rep);
-	note("uid 65534 asks for a reload: %d (%s) \"%s\"", ret, errname(ret), rep.reason);
+	t_note("uid 65534 asks for a reload: %d (%s) \"%s\"", ret, errname(ret), rep.reason);
 	check(r, ret == -EACCES, "a reload from uid 65534 is refused with -EACCES (got %s)",
 	      errname(ret));
 }
 
-static void case_acl(struct result *r)
+static void case_acl(struct t_result *r)
 {
 	char line[512];
 	struct dmn d;
@@ -3573,7 +2945,7 @@ static void cfg_reload_base(struct cfg *c)
 }
 
 
-static void case_reload(struct result *r)
+static void case_reload(struct t_result *r)
 {
 	struct ktlsh_proto_reply rep;
 	char where[PATH_MAX + 32], line[512];
@@ -3598,7 +2970,7 @@ static void case_reload(struct result *r)
 	bad_line = cfg_next_line(&c);
 	cfg_add(&c, "cerf = %s/server-ecdsa.pem\n", opt.certs);
 	if (dmn_write_config(&d, &c)) {
-		fail(r, "rewriting the config");
+		t_fail(r, "rewriting the config");
 		goto out;
 	}
 	snprintf(where, sizeof(where), "%s:%u:", d.conf, bad_line);
@@ -3606,7 +2978,7 @@ static void case_reload(struct result *r)
 	if (check(r, dmn_wait_log(&d, "reload rejected", 1, 10000 * sc.slow),
 		  "SIGHUP with a typo: \"reload rejected\" logged")) {
 		dmn_log_line(&d, "reload rejected", line, sizeof(line));
-		note("log: %s", line);
+		t_note("log: %s", line);
 		check(r, dmn_log_has(&d, where), "the log points at %s", where);
 	}
 	check(r, dmn_counter("config.generation", r) == 2, "config.generation still 2");
@@ -3614,7 +2986,7 @@ static void case_reload(struct result *r)
 
 	/* the same through RELOAD_REQ */
 	ret = ktlsh_reload(sock_name, &rep);
-	note("RELOAD_REQ with the typo: %d (%s) \"%s\"", ret, errname(ret), rep.reason);
+	t_note("RELOAD_REQ with the typo: %d (%s) \"%s\"", ret, errname(ret), rep.reason);
 	check(r, ret == -EINVAL && rep.type == KTLSH_PROTO_RELOAD_REPLY,
 	      "ktlsh_reload returns -EINVAL in a RELOAD_REPLY");
 	check(r, strstr(rep.reason, where) != NULL, "its reason points at %s", where);
@@ -3625,7 +2997,7 @@ static void case_reload(struct result *r)
 		case_dir);
 	dmn_write_config(&d, &c);
 	ret = ktlsh_reload(sock_name, &rep);
-	note("RELOAD_REQ with a missing key file: %d (%s) \"%s\"", ret, errname(ret), rep.reason);
+	t_note("RELOAD_REQ with a missing key file: %d (%s) \"%s\"", ret, errname(ret), rep.reason);
 	check(r, ret == -EINVAL && strstr(rep.reason, "no-such.key"),
 	      "a missing key file is refused and named");
 	check(r, dmn_counter("config.generation", r) == 2, "config.generation still 2");
@@ -3645,27 +3017,27 @@ out:
 }
 
 static void check_config_run(const char *conf, int want_rc, const char *want_out,
-			     const char *want_err, const char *what, struct result *r)
+			     const char *want_err, const char *what, struct t_result *r)
 {
 	char *argv[] = { bin_ktlshd, (char *)"--check-config", (char *)"-c", (char *)conf, NULL };
-	struct peer p;
+	struct t_peer p;
 	int rc;
 
 	if (run_prog(&p, "ktlshd --check-config", argv, 20000 * sc.slow)) {
-		fail(r, "%s: ktlshd --check-config did not finish", what);
+		t_fail(r, "%s: ktlshd --check-config did not finish", what);
 		return;
 	}
 	rc = WIFEXITED(p.status) ? WEXITSTATUS(p.status) : -1;
-	note("%s: exit %d, stdout \"%.*s\", stderr \"%.*s\"", what, rc,
+	t_note("%s: exit %d, stdout \"%.*s\", stderr \"%.*s\"", what, rc,
 	     (int)strcspn(p.out.head, "\n"), p.out.head, (int)strcspn(p.err.head, "\n"), p.err.head);
 	check(r, rc == want_rc, "%s: exit status %d, expected %d", what, rc, want_rc);
 	if (want_out)
-		check(r, tail_contains(&p.out, want_out), "%s: stdout says \"%s\"", what, want_out);
+		check(r, t_tail_contains(&p.out, want_out), "%s: stdout says \"%s\"", what, want_out);
 	if (want_err)
-		check(r, tail_contains(&p.err, want_err), "%s: stderr says \"%s\"", what, want_err);
+		check(r, t_tail_contains(&p.err, want_err), "%s: stderr says \"%s\"", what, want_err);
 }
 
-static void case_check_config(struct result *r)
+static void case_check_config(struct t_result *r)
 {
 	char path[PATH_MAX], want[PATH_MAX + 64], key[PATH_MAX + 16];
 	unsigned line;
@@ -3708,7 +3080,7 @@ static void case_check_config(struct result *r)
 
 /* ---- ktlshctl status ------------------------------------------------------ */
 
-static void status_nobody(void *arg, struct result *r)
+static void status_nobody(void *arg, struct t_result *r)
 {
 	struct ktlsh_request req = { .role = KTLSH_PROTO_ROLE_SERVER, .identity = "rootonly" };
 	struct ktlsh_proto_reply rep;
@@ -3722,7 +3094,7 @@ static void status_nobody(void *arg, struct result *r)
 	}
 }
 
-static void case_status(struct result *r)
+static void case_status(struct t_result *r)
 {
 	char *argv[] = { bin_ktlshctl, (char *)"-s", sock_name, (char *)"status", NULL };
 	char *argv_json[] = { bin_ktlshctl, (char *)"-s", sock_name, (char *)"status", (char *)"--json",
@@ -3734,7 +3106,7 @@ static void case_status(struct result *r)
 	struct ktlsh_proto_reply rep;
 	char want[128], extra[256];
 	unsigned i, n_ok = 3;
-	struct peer p;
+	struct t_peer p;
 	struct dmn d;
 	struct cfg c;
 	struct hs h;
@@ -3781,18 +3153,18 @@ static void case_status(struct result *r)
 		as_nobody(status_nobody, NULL, r);
 
 	if (run_prog(&p, "ktlshctl status", argv, 20000 * sc.slow)) {
-		fail(r, "ktlshctl status did not finish");
+		t_fail(r, "ktlshctl status did not finish");
 		goto out;
 	}
-	note("ktlshctl status:");
-	note_indented(p.out.head, p.out.head_len);
+	t_note("ktlshctl status:");
+	t_note_indented(p.out.head, p.out.head_len);
 	check(r, WIFEXITED(p.status) && WEXITSTATUS(p.status) == 0, "ktlshctl status exits 0");
 	if (dmn_status(&st, r))
 		goto out;
 	/* every key ktlshctl printed is one STATUS_REQ returns, and the other
 	 * way round */
 	for (i = 0; i < st->n_items; i++)
-		check(r, tail_contains(&p.out, st->items[i].key), "ktlshctl prints %s",
+		check(r, t_tail_contains(&p.out, st->items[i].key), "ktlshctl prints %s",
 		      st->items[i].key);
 	snprintf(want, sizeof(want), "%d", (int)d.p.pid);
 	check(r, st_get(st, "pid") && !strcmp(st_get(st, "pid"), want), "pid is the daemon's");
@@ -3834,11 +3206,11 @@ static void case_status(struct result *r)
 		      "mode says handshake-only");
 	}
 	if (run_prog(&p, "ktlshctl status --json", argv_json, 20000 * sc.slow)) {
-		fail(r, "ktlshctl status --json did not finish");
+		t_fail(r, "ktlshctl status --json did not finish");
 		goto out;
 	}
 	snprintf(want, sizeof(want), "\"%s\": %u", ok_key, n_ok);
-	check(r, p.out.head[0] == '{' && tail_contains(&p.out, want), "--json has %s", want);
+	check(r, p.out.head[0] == '{' && t_tail_contains(&p.out, want), "--json has %s", want);
 out:
 	free(st);
 	dmn_stop(&d, r);
@@ -3935,7 +3307,7 @@ static int load_proc(const struct load_spec *sp, unsigned count, int out_fd)
 	struct ktlsh_request req = { .role = KTLSH_PROTO_ROLE_SERVER, .identity = "main",
 				     .timeout_ms = sp->req_timeout_ms };
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	uint64_t deadline = now_ms() + (uint64_t)sp->deadline_ms;
+	uint64_t deadline = t_now_ms() + (uint64_t)sp->deadline_ms;
 	struct ktlsh_client *kc = NULL;
 	struct ktlsh_proto_reply rep;
 	struct load_res res = { 0 };
@@ -3949,7 +3321,7 @@ static int load_proc(const struct load_spec *sp, unsigned count, int out_fd)
 	bool blocked = false;
 
 	cert_path(ca, sizeof(ca), "ca", "pem");
-	lfd = listen_local(&port, 4096);
+	lfd = t_listen_local(&port, 4096);
 	if (!slots || !pfd || !map || !ctx || lfd < 0 ||
 	    SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
 		load_fail(&res, -ENOMEM, "load process set-up failed");
@@ -3966,7 +3338,7 @@ static int load_proc(const struct load_spec *sp, unsigned count, int out_fd)
 		slots[i].cfd = slots[i].sfd = -1;
 
 	while (done < count) {
-		if (!ms_left(deadline)) {
+		if (!t_ms_left(deadline)) {
 			load_fail(&res, -ETIMEDOUT, "%u handshakes still unanswered at the deadline",
 				  count - done);
 			res.failed += count - done - 1;
@@ -4029,7 +3401,7 @@ static int load_proc(const struct load_spec *sp, unsigned count, int out_fd)
 				pfd[k] = (struct pollfd){ .fd = slots[i].cfd, .events = slots[i].want };
 				map[k++] = i;
 			}
-		if (poll(pfd, k, min_int(ms_left(deadline), 200)) < 0 && errno != EINTR)
+		if (poll(pfd, k, t_min_int(t_ms_left(deadline), 200)) < 0 && errno != EINTR)
 			break;
 		for (i = 1; i < k; i++)
 			if (pfd[i].revents)
@@ -4073,7 +3445,7 @@ static int load_proc(const struct load_spec *sp, unsigned count, int out_fd)
 			} else if (!s->ssl_done) {
 				load_fail(&res, -EPROTO, "the daemon reported success, the client %s",
 					  s->ssl_failed ? "failed" : "had not finished");
-			} else if (ktls_ok && (ulp_name(s->sfd, ulp, sizeof(ulp)) || strcmp(ulp, "tls"))) {
+			} else if (ktls_ok && (t_ulp_name(s->sfd, ulp, sizeof(ulp)) || strcmp(ulp, "tls"))) {
 				load_fail(&res, -EPROTO, "status 0 but no tls ULP on the socket");
 			} else {
 				res.ok++;
@@ -4109,7 +3481,7 @@ struct load_run {
 };
 
 static int load_start(struct load_run *lr, const struct load_spec *sp, const struct dmn *d,
-		      struct result *r)
+		      struct t_result *r)
 {
 	unsigned i;
 	int p[2];
@@ -4122,7 +3494,7 @@ static int load_start(struct load_run *lr, const struct load_spec *sp, const str
 	fflush(stdout);
 	for (i = 0; i < sp->procs && i < LOAD_PROCS_MAX; i++) {
 		if (pipe2(p, O_CLOEXEC))
-			return fail(r, "pipe: %s", strerror(errno));
+			return t_fail(r, "pipe: %s", strerror(errno));
 		lr->pid[i] = fork();
 		if (lr->pid[i] == 0) {
 			close(p[0]);
@@ -4132,9 +3504,9 @@ static int load_start(struct load_run *lr, const struct load_spec *sp, const str
 		close(p[1]);
 		if (lr->pid[i] < 0) {
 			close(p[0]);
-			return fail(r, "fork: %s", strerror(errno));
+			return t_fail(r, "fork: %s", strerror(errno));
 		}
-		report("peer %d", (int)lr->pid[i]);
+		t_report("peer %d", (int)lr->pid[i]);
 		lr->fd[i] = p[0];
 		lr->n++;
 	}
@@ -4153,9 +3525,9 @@ static bool load_running(struct load_run *lr)
 
 /* Collect the processes' results; the summary is noted, failures fail r. */
 static int load_finish(struct load_run *lr, const struct dmn *d, const char *what,
-		       struct load_res *tot, struct result *r)
+		       struct load_res *tot, struct t_result *r)
 {
-	uint64_t deadline = now_ms() + (uint64_t)lr->spec.deadline_ms + 10000;
+	uint64_t deadline = t_now_ms() + (uint64_t)lr->spec.deadline_ms + 10000;
 	struct load_res res;
 	uint64_t us, cpu;
 	unsigned i;
@@ -4165,7 +3537,7 @@ static int load_finish(struct load_run *lr, const struct dmn *d, const char *wha
 	for (i = 0; i < lr->n; i++) {
 		struct pollfd pfd = { .fd = lr->fd[i], .events = POLLIN };
 
-		n = poll(&pfd, 1, ms_left(deadline)) == 1 ? read(lr->fd[i], &res, sizeof(res)) : -1;
+		n = poll(&pfd, 1, t_ms_left(deadline)) == 1 ? read(lr->fd[i], &res, sizeof(res)) : -1;
 		close(lr->fd[i]);
 		if (n != (ssize_t)sizeof(res)) {
 			kill(lr->pid[i], SIGKILL);
@@ -4194,7 +3566,7 @@ static int load_finish(struct load_run *lr, const struct dmn *d, const char *wha
 		tot->ok ? tot->us_sum / 1000.0 / tot->ok : 0.0, tot->us_max / 1000.0,
 		ktls_ok ? "" : " (handshake-only)");
 	if (tot->failed)
-		return fail(r, "%s: %u of %u handshakes failed; first: %s", what, tot->failed,
+		return t_fail(r, "%s: %u of %u handshakes failed; first: %s", what, tot->failed,
 			    tot->ok + tot->failed, tot->first_why);
 	return 0;
 }
@@ -4209,7 +3581,7 @@ static void cfg_load(struct cfg *c, const char *global_extra)
 	cfg_identity(c, "main", "server-ecdsa", "server_names = localhost\nallow_uids = *\n");
 }
 
-static void case_load_concurrent(struct result *r)
+static void case_load_concurrent(struct t_result *r)
 {
 	struct load_spec sp = { .procs = sc.concurrent_procs,
 				.per_proc = sc.concurrent / sc.concurrent_procs,
@@ -4239,10 +3611,10 @@ static void case_load_concurrent(struct result *r)
 		}
 		if (rss > rss_peak)
 			rss_peak = rss;
-		msleep(10 * sc.slow);
+		t_msleep(10 * sc.slow);
 	}
 	load_finish(&lr, &d, "concurrent", &tot, r);
-	note("the daemon reported up to %lld handshakes in flight at once (sampled)", max_inflight);
+	t_note("the daemon reported up to %lld handshakes in flight at once (sampled)", max_inflight);
 	check(r, max_inflight >= sc.concurrent / 2,
 	      "at least %u in flight at once were seen (the load submits all before driving any)",
 	      sc.concurrent / 2);
@@ -4262,7 +3634,7 @@ out:
 	dmn_stop(&d, r);
 }
 
-static void case_load_churn(struct result *r)
+static void case_load_churn(struct t_result *r)
 {
 	struct load_spec sp = { .procs = 2, .window = 16, .deadline_ms = 300000 * sc.slow };
 	struct load_res tot;
@@ -4292,7 +3664,7 @@ static void case_load_churn(struct result *r)
 	check(r, fds1 == fds0, "the daemon's descriptor count is flat: %d after warm-up, %d after %u "
 	      "more handshakes", fds0, fds1, sc.churn_n);
 	if (dmn_sanitized(&d))
-		note("the daemon runs with AddressSanitizer (its quarantine holds freed memory): RSS "
+		t_note("the daemon runs with AddressSanitizer (its quarantine holds freed memory): RSS "
 		     "not judged");
 	else
 		check(r, rss1 - rss0 < 2048, "the daemon's RSS grew %ld KiB over %u handshakes "
@@ -4301,7 +3673,7 @@ out:
 	dmn_stop(&d, r);
 }
 
-static void case_load_sighup(struct result *r)
+static void case_load_sighup(struct t_result *r)
 {
 	struct load_spec sp = { .procs = 4, .window = 16, .deadline_ms = 300000 * sc.slow };
 	unsigned i, reloads = 0, during = 0;
@@ -4321,34 +3693,34 @@ static void case_load_sighup(struct result *r)
 		goto out;
 	/* Wait until the load is well under way, then reload, each time until
 	 * the new generation serves. */
-	deadline = now_ms() + 30000ull * (uint64_t)sc.slow;
+	deadline = t_now_ms() + 30000ull * (uint64_t)sc.slow;
 	do {
 		total = dmn_counter("handshakes.total", r);
-		msleep(5);
-	} while (total < (long long)sc.hup_n / 10 && ms_left(deadline) && load_running(&lr));
+		t_msleep(5);
+	} while (total < (long long)sc.hup_n / 10 && t_ms_left(deadline) && load_running(&lr));
 	for (i = 0; i < sc.hup_reloads; i++) {
 		/* Alternate the file too, so that each reload really changes it. */
 		cfg_load(&c, i % 2 ? "max_inflight = 4096\n" : "max_inflight = 4095\n");
 		dmn_write_config(&d, &c);
 		kill(d.p.pid, SIGHUP);
-		deadline = now_ms() + 10000ull * (uint64_t)sc.slow;
+		deadline = t_now_ms() + 10000ull * (uint64_t)sc.slow;
 		for (;;) {
 			gen = dmn_counter("config.generation", r);
-			if (gen >= gen0 + (long long)i + 1 || !ms_left(deadline))
+			if (gen >= gen0 + (long long)i + 1 || !t_ms_left(deadline))
 				break;
-			msleep(2);
+			t_msleep(2);
 		}
 		if (gen < gen0 + (long long)i + 1) {
-			fail(r, "reload %u did not take effect (generation %lld)", i + 1, gen);
+			t_fail(r, "reload %u did not take effect (generation %lld)", i + 1, gen);
 			break;
 		}
 		reloads++;
 		during += load_running(&lr);
-		msleep(10 * sc.slow);
+		t_msleep(10 * sc.slow);
 	}
 	total = dmn_counter("handshakes.total", r);
 	load_finish(&lr, &d, "SIGHUP under load", &tot, r);
-	note("%u reloads (%u of them while the load still ran; %lld of %u handshakes had been "
+	t_note("%u reloads (%u of them while the load still ran; %lld of %u handshakes had been "
 	     "answered after the last)", reloads, during, total, sc.hup_n);
 	check(r, reloads == sc.hup_reloads, "%u reloads took effect", reloads);
 	check(r, during == sc.hup_reloads, "every reload happened under load (%u of %u)", during,
@@ -4369,7 +3741,7 @@ enum need {
 
 struct it_case {
 	const char *name;
-	void (*fn)(struct result *r);
+	void (*fn)(struct t_result *r);
 	bool needs_ktls;
 	unsigned needs;
 	int timeout_s;		/* native; UML gets sc.slow times as much */
@@ -4439,18 +3811,18 @@ static const char *case_skip_reason(const struct it_case *c, char *buf, size_t l
 /* In the forked case process: run, report, exit. */
 static void case_child(const struct it_case *c)
 {
-	struct result r = { .verdict = V_PASS };
-	int fds0 = count_fds(), fds1;
+	struct t_result r = { .verdict = T_PASS };
+	int fds0 = t_count_fds(), fds1;
 
-	case_t0 = now_ms();
+	t_case_t0 = t_now_ms();
 	srandom((unsigned)getpid());
 	c->fn(&r);
 	ktlsh_pool_flush();
-	fds1 = count_fds();
+	fds1 = t_count_fds();
 	if (fds1 != fds0)
-		fail(&r, "descriptor leak in the test: %d open before the case, %d after", fds0, fds1);
+		t_fail(&r, "descriptor leak in the test: %d open before the case, %d after", fds0, fds1);
 	fflush(stdout);
-	report("result %d %s", (int)r.verdict, r.why);
+	t_report("result %d %s", (int)r.verdict, r.why);
 	exit(0);
 }
 
@@ -4469,7 +3841,7 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
  * subreaper); whatever is still alive after a few seconds is killed. */
 static void reap_children(void)
 {
-	uint64_t deadline = now_ms() + 5000;
+	uint64_t deadline = t_now_ms() + 5000;
 	char path[300], line[128];
 	struct dirent *e;
 	pid_t me = getpid();
@@ -4484,9 +3856,9 @@ static void reap_children(void)
 			return;		/* ECHILD: none left */
 		if (pid > 0)
 			continue;
-		if (!ms_left(deadline))
+		if (!t_ms_left(deadline))
 			break;
-		msleep(10);
+		t_msleep(10);
 	}
 	d = opendir("/proc");
 	while (d && (e = readdir(d))) {
@@ -4525,7 +3897,7 @@ static void run_case(const struct it_case *c, unsigned idx, const char *tmp, str
 	const char *skip_why;
 	size_t line_len = 0;
 	int verdict = -1, p[2], st = 0, timeout_s;
-	uint64_t t0 = now_ms(), deadline;
+	uint64_t t0 = t_now_ms(), deadline;
 	bool timed_out = false;
 	pid_t pid;
 	ssize_t n;
@@ -4553,7 +3925,7 @@ static void run_case(const struct it_case *c, unsigned idx, const char *tmp, str
 	pid = fork();
 	if (pid == 0) {
 		close(p[0]);
-		report_fd = p[1];
+		t_report_fd = p[1];
 		case_child(c);
 	}
 	close(p[1]);
@@ -4567,7 +3939,7 @@ static void run_case(const struct it_case *c, unsigned idx, const char *tmp, str
 	deadline = t0 + (uint64_t)timeout_s * 1000 + RUNNER_GRACE_MS;
 	for (;;) {
 		struct pollfd pfd = { .fd = p[0], .events = POLLIN };
-		int left = ms_left(deadline);
+		int left = t_ms_left(deadline);
 
 		if (!left) {
 			timed_out = true;
@@ -4610,21 +3982,21 @@ static void run_case(const struct it_case *c, unsigned idx, const char *tmp, str
 	if (timed_out) {
 		snprintf(why, sizeof(why), "still running %d s past its %d s deadline; killed with its "
 			 "daemon and peers", RUNNER_GRACE_MS / 1000, timeout_s);
-		verdict = V_FAIL;
+		verdict = T_FAIL;
 	} else if (verdict < 0) {
 		if (WIFSIGNALED(st))
 			snprintf(why, sizeof(why), "case process killed by signal %d", WTERMSIG(st));
 		else
 			snprintf(why, sizeof(why), "case process exited %d without a result",
 				 WEXITSTATUS(st));
-		verdict = V_FAIL;
+		verdict = T_FAIL;
 	}
 	switch (verdict) {
-	case V_PASS:
-		printf("ok %u - %s (%.1f s)\n", ++tot->num, c->name, (double)(now_ms() - t0) / 1000);
+	case T_PASS:
+		printf("ok %u - %s (%.1f s)\n", ++tot->num, c->name, (double)(t_now_ms() - t0) / 1000);
 		tot->passed++;
 		break;
-	case V_SKIP:
+	case T_SKIP:
 		printf("SKIP %s: %s\n", c->name, why);
 		tot->skipped++;
 		break;
@@ -4636,27 +4008,6 @@ static void run_case(const struct it_case *c, unsigned idx, const char *tmp, str
 }
 
 /* ---- start-up ---------------------------------------------------------------- */
-
-static void find_tool(const char *name, char *out, size_t len)
-{
-	const char *path = getenv("PATH");
-	char dir[PATH_MAX];
-	const char *p, *colon;
-
-	out[0] = '\0';
-	if (!path)
-		path = "/usr/local/bin:/usr/bin:/bin";
-	for (p = path; *p; p = colon + 1) {
-		colon = strchrnul(p, ':');
-		snprintf(dir, sizeof(dir), "%.*s/%s", (int)(colon - p), p, name);
-		if (!access(dir, X_OK)) {
-			snprintf(out, len, "%s", dir);
-			return;
-		}
-		if (!*colon)
-			break;
-	}
-}
 
 static void probe_kernel(void)
 {
@@ -4775,7 +4126,7 @@ int main(int argc, char **argv)
 			opt.timeout_s = atoi(optarg);
 			break;
 		case 'v':
-			opt.verbose = true;
+			t_verbose = true;
 			break;
 		case 'q':
 			break;
@@ -4834,15 +4185,15 @@ int main(int argc, char **argv)
 	RAND_bytes(&b, 1);
 	cpeer_idx = SSL_get_ex_new_index(0, "ktlshd-it peer", NULL, NULL, NULL);
 	SSL_CTX_free(SSL_CTX_new(TLS_method()));
-	find_tool("openssl", tool_openssl, sizeof(tool_openssl));
-	find_tool("gnutls-serv", tool_gnutls_serv, sizeof(tool_gnutls_serv));
-	find_tool("gnutls-cli", tool_gnutls_cli, sizeof(tool_gnutls_cli));
+	t_find_tool("openssl", tool_openssl, sizeof(tool_openssl));
+	t_find_tool("gnutls-serv", tool_gnutls_serv, sizeof(tool_gnutls_serv));
+	t_find_tool("gnutls-cli", tool_gnutls_cli, sizeof(tool_gnutls_cli));
 	/* The distribution's python3 first: version-manager shims cost a
 	 * shell start, which is slow inside UML. */
 	if (!access("/usr/bin/python3", X_OK))
 		snprintf(tool_python, sizeof(tool_python), "/usr/bin/python3");
 	else
-		find_tool("python3", tool_python, sizeof(tool_python));
+		t_find_tool("python3", tool_python, sizeof(tool_python));
 	probe_kernel();
 	scale_pick();
 	printf("# ktlshd %s; peers: %s, %s, %s, %s; scratch in %s%s\n", bin_ktlshd,
@@ -4851,11 +4202,11 @@ int main(int argc, char **argv)
 	       tool_gnutls_cli[0] ? tool_gnutls_cli : "no gnutls-cli",
 	       tool_python[0] ? tool_python : "no python3", tmp, am_root ? "" : "; not root");
 
-	fds0 = count_fds();
+	fds0 = t_count_fds();
 	for (i = 0; i < ARRAY_SIZE(cases); i++)
 		if (case_selected(&cases[i]))
 			run_case(&cases[i], i, tmp, &tot);
-	fds1 = count_fds();
+	fds1 = t_count_fds();
 	if (fds1 != fds0) {
 		printf("not ok %u - runner: %d open descriptors before the cases, %d after\n",
 		       ++tot.num, fds0, fds1);

@@ -79,13 +79,6 @@
 #include <ktlsh/handshake.h>
 #include <ktlsh/record.h>
 
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-#ifndef TCP_ULP
-#define TCP_ULP 31
-#endif
-
 #define MIB			(1024 * 1024)
 #define CASE_TIMEOUT_S		60
 #define RUNNER_GRACE_MS		15000	/* the case's own deadline fires first */
@@ -100,13 +93,16 @@
 
 #define ARRAY_SIZE(a)		(sizeof(a) / sizeof((a)[0]))
 
+/* Helpers shared with the other integration-suite driver (t_*). */
+#include "../lib/t_util.h"
+
 /* ---- options and global facts ------------------------------------------ */
 
 static struct {
 	const char *certs;
 	const char *filters[16];
 	unsigned n_filters;
-	bool quick, list, userspace, verbose;
+	bool quick, list, userspace;
 	int timeout_s;
 	size_t payload, sendfile_size;
 } opt = {
@@ -120,109 +116,12 @@ static char tool_openssl[PATH_MAX], tool_gnutls_serv[PATH_MAX], tool_gnutls_cli[
 
 /* ---- small utilities ----------------------------------------------------- */
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static int ms_left(uint64_t deadline)
-{
-	uint64_t now = now_ms();
-
-	if (now >= deadline)
-		return 0;
-	return deadline - now > INT_MAX ? INT_MAX : (int)(deadline - now);
-}
-
-static int min_int(int a, int b)
-{
-	return a < b ? a : b;
-}
-
 /* A phase's deadline: ms from now, but never past the case's. */
 static uint64_t phase_deadline(uint64_t case_deadline, int ms)
 {
-	uint64_t d = now_ms() + (uint64_t)ms;
+	uint64_t d = t_now_ms() + (uint64_t)ms;
 
 	return d < case_deadline ? d : case_deadline;
-}
-
-static uint64_t case_t0;
-
-static void msleep(int ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
-
-/* Diagnostics: indented "# " lines, printed as they happen so that a case
- * killed by the runner still leaves its trail. */
-__attribute__((format(printf, 1, 2)))
-static void note(const char *fmt, ...)
-{
-	char buf[4096];
-	const char *p, *nl;
-	va_list ap;
-
-	size_t used = 0;
-
-	/* With --verbose, time since the case began: where the seconds go. */
-	if (opt.verbose && case_t0)
-		used = (size_t)snprintf(buf, sizeof(buf), "[%5.3f] ",
-					(double)(now_ms() - case_t0) / 1000);
-	va_start(ap, fmt);
-	vsnprintf(buf + used, sizeof(buf) - used, fmt, ap);
-	va_end(ap);
-	for (p = buf; *p; p = nl + 1) {
-		nl = strchr(p, '\n');
-		if (!nl) {
-			printf("    # %s\n", p);
-			break;
-		}
-		printf("    # %.*s\n", (int)(nl - p), p);
-	}
-	fflush(stdout);
-}
-
-static bool contains_ci(const char *hay, const char *needle)
-{
-	return hay && strcasestr(hay, needle) != NULL;
-}
-
-static int set_nonblock(int fd)
-{
-	int fl = fcntl(fd, F_GETFL);
-
-	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-		return -errno;
-	return 0;
-}
-
-static void close_fd(int *fd)
-{
-	if (*fd >= 0)
-		close(*fd);
-	*fd = -1;
-}
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1;	/* the directory's own fd */
 }
 
 static void hex_str(const uint8_t *b, size_t n, char *out, size_t outlen)
@@ -240,356 +139,21 @@ static const char *cert_path(char *buf, size_t len, const char *file)
 	return buf;
 }
 
-/* Keep the first and the last few KiB of a stream: enough to diagnose a
- * peer without storing the 32 MiB gnutls-serv writes to stderr. */
-struct tail {
-	char head[TAIL_HEAD + 1];
-	size_t head_len;
-	char tail[TAIL_TAIL + 1];
-	size_t tail_len;
-	size_t total;
-};
-
-static void tail_add(struct tail *t, const char *buf, size_t n)
-{
-	size_t take;
-
-	t->total += n;
-	take = TAIL_HEAD - t->head_len;
-	if (take > n)
-		take = n;
-	memcpy(t->head + t->head_len, buf, take);
-	t->head_len += take;
-	t->head[t->head_len] = '\0';
-	buf += take;
-	n -= take;
-	if (!n)
-		return;
-	if (n >= TAIL_TAIL) {
-		memcpy(t->tail, buf + n - TAIL_TAIL, TAIL_TAIL);
-		t->tail_len = TAIL_TAIL;
-	} else {
-		if (t->tail_len + n > TAIL_TAIL) {
-			size_t drop = t->tail_len + n - TAIL_TAIL;
-
-			memmove(t->tail, t->tail + drop, t->tail_len - drop);
-			t->tail_len -= drop;
-		}
-		memcpy(t->tail + t->tail_len, buf, n);
-		t->tail_len += n;
-	}
-	t->tail[t->tail_len] = '\0';
-}
-
-/* A peer's output as indented lines; binary bytes shown as '.'. */
-static void note_indented(const char *buf, size_t len)
-{
-	char line[512];
-	size_t i, n = 0;
-
-	for (i = 0; i <= len; i++) {
-		if (i == len || buf[i] == '\n' || n == sizeof(line) - 1) {
-			if (n || (i < len && buf[i] == '\n'))
-				note("  | %.*s", (int)n, line);
-			n = 0;
-			if (i < len && buf[i] != '\n')
-				line[n++] = buf[i] >= 0x20 && buf[i] < 0x7f ? buf[i] : '.';
-			continue;
-		}
-		line[n++] = buf[i] >= 0x20 && buf[i] < 0x7f ? buf[i] : '.';
-	}
-}
-
-/* strstr over a stream that may hold NULs: replace them for searching. */
-static bool tail_contains(const struct tail *t, const char *needle)
-{
-	char h[TAIL_HEAD + 1], tl[TAIL_TAIL + 1];
-	size_t i;
-
-	for (i = 0; i < t->head_len; i++)
-		h[i] = t->head[i] ? t->head[i] : ' ';
-	h[t->head_len] = '\0';
-	for (i = 0; i < t->tail_len; i++)
-		tl[i] = t->tail[i] ? t->tail[i] : ' ';
-	tl[t->tail_len] = '\0';
-	return contains_ci(h, needle) || contains_ci(tl, needle);
-}
-
-static void tail_note(const struct tail *t, const char *what)
-{
-	if (!t->total)
-		return;
-	note("%s (%zu bytes):", what, t->total);
-	note_indented(t->head, t->head_len);
-	if (t->total > t->head_len + t->tail_len)
-		note("  [... %zu bytes ...]", t->total - t->head_len - t->tail_len);
-	note_indented(t->tail, t->tail_len);
-}
-
-/* ---- results and the channel to the runner ------------------------------- */
-
-enum verdict { V_PASS, V_FAIL, V_SKIP };
-
-struct result {
-	enum verdict verdict;
-	char why[512];
-};
-
-static int report_fd = -1;
-
-__attribute__((format(printf, 1, 2)))
-static void report(const char *fmt, ...)
-{
-	char buf[700];
-	va_list ap;
-	int n;
-
-	if (report_fd < 0)
-		return;
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n > sizeof(buf) - 2)
-		n = sizeof(buf) - 2;
-	buf[n++] = '\n';
-	if (write(report_fd, buf, (size_t)n) < 0)
-		return;
-}
-
-/* The first failure is the one worth reporting; later ones are noted. */
-__attribute__((format(printf, 2, 3)))
-static int fail(struct result *r, const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (r->verdict != V_FAIL) {
-		r->verdict = V_FAIL;
-		snprintf(r->why, sizeof(r->why), "%s", buf);
-	}
-	note("FAIL: %s", buf);
-	return -1;
-}
-
 /* ---- peer processes -------------------------------------------------------- */
 
-struct peer {
-	char name[32];
-	pid_t pid;		/* 0: none started */
-	int pidfd;
-	int in_fd, out_fd, err_fd;
-	bool exited;
-	int status;
-	struct tail out, err;
-	char log_path[PATH_MAX];	/* gnutls-cli --logfile, "" if none */
-};
-
-static void peer_init(struct peer *p)
-{
-	memset(p, 0, sizeof(*p));
-	p->pidfd = p->in_fd = p->out_fd = p->err_fd = -1;
-}
-
-/*
- * Start argv (or fn(arg) in a forked child when argv is NULL) in its own
- * process group with pipes on 0/1/2. PR_SET_PDEATHSIG ties the peer's life to
- * the case process: when the runner kills a case, its peers die with it.
- */
-static int peer_start(struct peer *p, const char *name, char *const argv[],
-		      int (*fn)(void *), void *arg)
-{
-	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 };
-	pid_t parent = getpid();
-	sigset_t all;
-	int ret;
-
-	snprintf(p->name, sizeof(p->name), "%s", name);
-	if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) {
-		ret = -errno;
-		goto fail;
-	}
-	fflush(stdout);
-	fflush(stderr);
-	p->pid = fork();
-	if (p->pid < 0) {
-		ret = -errno;
-		p->pid = 0;
-		goto fail;
-	}
-	if (p->pid == 0) {
-		setpgid(0, 0);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		signal(SIGPIPE, SIG_DFL);
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0)
-			_exit(127);
-		if (!argv) {
-			/* No exec: drop every inherited descriptor but 0-2. */
-			syscall(SYS_close_range, 3U, ~0U, 0U);
-			_exit(fn(arg));
-		}
-		execvp(argv[0], argv);
-		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
-	setpgid(p->pid, p->pid);	/* either side may win the race; both set it */
-	report("peer %d", (int)p->pid);
-	close(in[0]);
-	close(out[1]);
-	close(err[1]);
-	p->in_fd = in[1];
-	p->out_fd = out[0];
-	p->err_fd = err[0];
-	(void)set_nonblock(p->in_fd);
-	(void)set_nonblock(p->out_fd);
-	(void)set_nonblock(p->err_fd);
-	p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-	if (opt.verbose && argv) {
-		char line[2048] = "";
-		size_t used = 0;
-		int i;
-
-		for (i = 0; argv[i] && used < sizeof(line) - 1; i++)
-			used += (size_t)snprintf(line + used, sizeof(line) - used, "%s ", argv[i]);
-		note("peer: %s", line);
-	}
-	return 0;
-fail:
-	close_fd(&in[0]);
-	close_fd(&in[1]);
-	close_fd(&out[0]);
-	close_fd(&out[1]);
-	close_fd(&err[0]);
-	close_fd(&err[1]);
-	return ret;
-}
-
-static bool peer_running(struct peer *p)
-{
-	int st;
-
-	if (!p->pid || p->exited)
-		return false;
-	if (waitpid(p->pid, &st, WNOHANG) == p->pid) {
-		p->exited = true;
-		p->status = st;
-		return false;
-	}
-	return true;
-}
-
-static const char *peer_status_str(const struct peer *p, char *buf, size_t len)
-{
-	if (!p->pid)
-		snprintf(buf, len, "not started");
-	else if (!p->exited)
-		snprintf(buf, len, "still running");
-	else if (WIFEXITED(p->status))
-		snprintf(buf, len, "exit %d", WEXITSTATUS(p->status));
-	else if (WIFSIGNALED(p->status))
-		snprintf(buf, len, "killed by signal %d", WTERMSIG(p->status));
-	else
-		snprintf(buf, len, "status 0x%x", p->status);
-	return buf;
-}
-
-static bool peer_exited_ok(const struct peer *p)
+static bool peer_exited_ok(const struct t_peer *p)
 {
 	return p->exited && WIFEXITED(p->status) && WEXITSTATUS(p->status) == 0;
 }
 
-/* Read whatever the peer has written; stdout goes to the tail here (the
- * pump reads it as data instead). Returns true if anything was read. */
-static bool peer_drain_fd(int *fd, struct tail *t)
+static void peer_close_stdin(struct t_peer *p)
 {
-	char buf[65536];
-	bool any = false;
-	ssize_t n;
-
-	while (*fd >= 0) {
-		n = read(*fd, buf, sizeof(buf));
-		if (n > 0) {
-			tail_add(t, buf, (size_t)n);
-			any = true;
-			continue;
-		}
-		if (n == 0 || (errno != EAGAIN && errno != EINTR))
-			close_fd(fd);
-		break;
-	}
-	return any;
+	t_close_fd(&p->in_fd);
 }
 
-static void peer_drain(struct peer *p)
+static void peer_log_note(const struct t_peer *p)
 {
-	peer_drain_fd(&p->out_fd, &p->out);
-	peer_drain_fd(&p->err_fd, &p->err);
-}
-
-static void peer_close_stdin(struct peer *p)
-{
-	close_fd(&p->in_fd);
-}
-
-/* Wait for the peer to exit on its own, draining its output meanwhile. */
-static int peer_wait(struct peer *p, uint64_t deadline)
-{
-	struct pollfd pfd[3];
-	int n;
-
-	while (peer_running(p)) {
-		int left = ms_left(deadline);
-
-		if (!left)
-			return -ETIMEDOUT;
-		n = 0;
-		if (p->out_fd >= 0)
-			pfd[n++] = (struct pollfd){ .fd = p->out_fd, .events = POLLIN };
-		if (p->err_fd >= 0)
-			pfd[n++] = (struct pollfd){ .fd = p->err_fd, .events = POLLIN };
-		if (p->pidfd >= 0)
-			pfd[n++] = (struct pollfd){ .fd = p->pidfd, .events = POLLIN };
-		/* Without a pidfd, poll a little and look again. */
-		poll(pfd, (nfds_t)n, min_int(left, p->pidfd >= 0 ? 1000 : 50));
-		peer_drain(p);
-	}
-	peer_drain(p);
-	return 0;
-}
-
-/* Make sure the peer is gone: TERM its group, give it a moment, KILL. */
-static void peer_stop(struct peer *p)
-{
-	if (!p->pid)
-		return;
-	if (peer_running(p)) {
-		kill(-p->pid, SIGTERM);
-		if (peer_wait(p, now_ms() + 2000)) {
-			kill(-p->pid, SIGKILL);
-			if (waitpid(p->pid, &p->status, 0) == p->pid)
-				p->exited = true;
-		}
-	}
-	/* Its group may hold others (none of ours fork, but be sure). */
-	kill(-p->pid, SIGKILL);
-	peer_drain(p);
-	close_fd(&p->in_fd);
-	close_fd(&p->out_fd);
-	close_fd(&p->err_fd);
-	close_fd(&p->pidfd);
-}
-
-static void peer_log_note(const struct peer *p)
-{
-	struct tail t;
+	struct t_tail t;
 	char buf[4096];
 	ssize_t n;
 	int fd;
@@ -601,182 +165,56 @@ static void peer_log_note(const struct peer *p)
 		return;
 	memset(&t, 0, sizeof(t));
 	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		tail_add(&t, buf, (size_t)n);
+		t_tail_add(&t, buf, (size_t)n);
 	close(fd);
-	tail_note(&t, "peer log");
+	t_tail_note(&t, "peer log");
 }
 
-static void peer_diagnose(const struct peer *p)
+static void peer_diagnose(const struct t_peer *p)
 {
 	char st[64];
 
 	if (!p->pid)
 		return;
-	note("peer %s: %s", p->name, peer_status_str(p, st, sizeof(st)));
-	tail_note(&p->err, "peer stderr");
-	tail_note(&p->out, "peer stdout");
+	t_note("peer %s: %s", p->name, t_peer_status_str(p, st, sizeof(st)));
+	t_tail_note(&p->err, "peer stderr");
+	t_tail_note(&p->out, "peer stdout");
 	peer_log_note(p);
 }
 
 /* ---- sockets on our side ------------------------------------------------- */
 
-static int listen_local(int *port)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t alen = sizeof(a);
-	int one = 1, fd;
-
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 8) ||
-	    getsockname(fd, (struct sockaddr *)&a, &alen)) {
-		int ret = -errno;
-
-		close(fd);
-		return ret;
-	}
-	*port = ntohs(a.sin_port);
-	return fd;
-}
-
-/* A port for the peer's listener: bind 0, read it back, close. */
-static int free_port(void)
-{
-	int port = 0, fd = listen_local(&port);
-
-	if (fd < 0)
-		return fd;
-	close(fd);
-	return port;
-}
-
 /* Accept one connection; fail early if the peer died instead of dialing. */
-static int accept_deadline(int lfd, struct peer *p, uint64_t deadline, struct result *r)
+static int accept_deadline(int lfd, struct t_peer *p, uint64_t deadline, struct t_result *r)
 {
 	struct pollfd pfd[3];
 	char st[64];
 	int fd, n;
 
 	for (;;) {
-		int left = ms_left(deadline);
+		int left = t_ms_left(deadline);
 
 		if (!left)
-			return fail(r, "no connection from %s before the deadline", p->name);
+			return t_fail(r, "no connection from %s before the deadline", p->name);
 		n = 0;
 		pfd[n++] = (struct pollfd){ .fd = lfd, .events = POLLIN };
 		if (p->err_fd >= 0)
 			pfd[n++] = (struct pollfd){ .fd = p->err_fd, .events = POLLIN };
 		if (p->out_fd >= 0)
 			pfd[n++] = (struct pollfd){ .fd = p->out_fd, .events = POLLIN };
-		poll(pfd, (nfds_t)n, min_int(left, 100));
+		poll(pfd, (nfds_t)n, t_min_int(left, 100));
 		if (pfd[0].revents & POLLIN) {
 			fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 			if (fd >= 0)
 				return fd;
 			if (errno != EAGAIN && errno != EINTR)
-				return fail(r, "accept: %s", strerror(errno));
+				return t_fail(r, "accept: %s", strerror(errno));
 		}
-		peer_drain(p);
-		if (!peer_running(p))
-			return fail(r, "%s exited (%s) before connecting", p->name,
-				    peer_status_str(p, st, sizeof(st)));
+		t_peer_drain(p);
+		if (!t_peer_running(p))
+			return t_fail(r, "%s exited (%s) before connecting", p->name,
+				    t_peer_status_str(p, st, sizeof(st)));
 	}
-}
-
-/* Connect to the peer's listener, retrying with backoff while it starts
- * (process start costs up to a second in the UML guest). */
-static int connect_retry(int port, struct peer *p, uint64_t deadline, struct result *r)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	int delay = 10, fd, err;
-	char st[64];
-
-	for (;;) {
-		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			return fail(r, "socket: %s", strerror(errno));
-		if (!connect(fd, (struct sockaddr *)&a, sizeof(a)))
-			return fd;
-		err = errno;
-		close(fd);
-		if (err != ECONNREFUSED && err != EINTR)
-			return fail(r, "connect 127.0.0.1:%d: %s", port, strerror(err));
-		peer_drain(p);
-		if (!peer_running(p))
-			return fail(r, "%s exited (%s) before listening", p->name,
-				    peer_status_str(p, st, sizeof(st)));
-		if (!ms_left(deadline))
-			return fail(r, "%s never listened on port %d", p->name, port);
-		msleep(min_int(delay, ms_left(deadline)));
-		delay = min_int(delay * 2, 200);
-	}
-}
-
-static int ulp_name(int fd, char *buf, size_t len)
-{
-	socklen_t l = (socklen_t)(len - 1);
-
-	memset(buf, 0, len);
-	if (getsockopt(fd, SOL_TCP, TCP_ULP, buf, &l))
-		return -errno;
-	buf[l < len ? l : len - 1] = '\0';
-	return 0;
-}
-
-/* The kernel's view of one direction: version, cipher and the record
- * sequence number it will use next. The readback includes the key, so the
- * buffer is wiped before return. */
-static int ktls_readback(int fd, int optname, unsigned *version, unsigned *cipher, uint64_t *seq)
-{
-	union {
-		struct tls_crypto_info info;
-		struct tls12_crypto_info_aes_gcm_128 g128;
-		struct tls12_crypto_info_aes_gcm_256 g256;
-		struct tls12_crypto_info_aes_ccm_128 ccm;
-		struct tls12_crypto_info_chacha20_poly1305 chacha;
-	} u;
-	socklen_t len = sizeof(u.info);
-	const unsigned char *rec_seq;
-	int ret = 0, i;
-
-	memset(&u, 0, sizeof(u));
-	if (getsockopt(fd, SOL_TLS, optname, &u, &len))
-		return -errno;
-	*version = u.info.version;
-	*cipher = u.info.cipher_type;
-	switch (u.info.cipher_type) {
-	case TLS_CIPHER_AES_GCM_128:
-		len = sizeof(u.g128);
-		rec_seq = u.g128.rec_seq;
-		break;
-	case TLS_CIPHER_AES_GCM_256:
-		len = sizeof(u.g256);
-		rec_seq = u.g256.rec_seq;
-		break;
-	case TLS_CIPHER_AES_CCM_128:
-		len = sizeof(u.ccm);
-		rec_seq = u.ccm.rec_seq;
-		break;
-	case TLS_CIPHER_CHACHA20_POLY1305:
-		len = sizeof(u.chacha);
-		rec_seq = u.chacha.rec_seq;
-		break;
-	default:
-		return -EPROTONOSUPPORT;
-	}
-	if (getsockopt(fd, SOL_TLS, optname, &u, &len)) {
-		ret = -errno;
-		goto out;
-	}
-	*seq = 0;
-	for (i = 0; i < 8; i++)
-		*seq = (*seq << 8) | rec_seq[i];
-out:
-	explicit_bzero(&u, sizeof(u));
-	return ret;
 }
 
 /* ---- /proc/net/tls_stat ---------------------------------------------------- */
@@ -822,7 +260,7 @@ static long long tls_stat_delta(const struct tls_stat *a, const struct tls_stat 
 /* The offload shows in the counters: software TX and RX contexts were
  * created on this connection (cases run one at a time), no decrypt error. */
 static void tls_stat_check(const struct tls_stat *before, const struct tls_stat *after,
-			   struct result *r)
+			   struct t_result *r)
 {
 	static const char *const show[] = { "TlsCurrTxSw", "TlsCurrRxSw", "TlsTxSw", "TlsRxSw",
 					    "TlsDecryptError", "TlsRxNoPadViolation" };
@@ -832,7 +270,7 @@ static void tls_stat_check(const struct tls_stat *before, const struct tls_stat 
 	unsigned i;
 
 	if (!before->present || !after->present) {
-		fail(r, "/proc/net/tls_stat is missing, cannot show the offload");
+		t_fail(r, "/proc/net/tls_stat is missing, cannot show the offload");
 		return;
 	}
 	for (i = 0; i < ARRAY_SIZE(show); i++) {
@@ -841,17 +279,17 @@ static void tls_stat_check(const struct tls_stat *before, const struct tls_stat 
 			used += (size_t)snprintf(line + used, sizeof(line) - used, " %s %+lld",
 						 show[i], d);
 	}
-	note("%s", line);
+	t_note("%s", line);
 	if (tls_stat_delta(before, after, "TlsTxSw") < 1)
-		fail(r, "tls_stat: TlsTxSw did not increase: TX was not offloaded");
+		t_fail(r, "tls_stat: TlsTxSw did not increase: TX was not offloaded");
 	if (tls_stat_delta(before, after, "TlsRxSw") < 1)
-		fail(r, "tls_stat: TlsRxSw did not increase: RX was not offloaded");
+		t_fail(r, "tls_stat: TlsRxSw did not increase: RX was not offloaded");
 	d = tls_stat_delta(before, after, "TlsDecryptError");
 	if (d != LLONG_MIN && d > 0)
-		fail(r, "tls_stat: %lld decrypt errors", d);
+		t_fail(r, "tls_stat: %lld decrypt errors", d);
 	d = tls_stat_delta(before, after, "TlsRxNoPadViolation");
 	if (d != LLONG_MIN && d > 0)
-		fail(r, "tls_stat: %lld TLS_RX_EXPECT_NO_PAD violations", d);
+		t_fail(r, "tls_stat: %lld TLS_RX_EXPECT_NO_PAD violations", d);
 }
 
 /* ---- the cases' vocabulary ------------------------------------------------ */
@@ -980,54 +418,25 @@ static unsigned kernel_cipher_type(enum ktlsh_cipher c)
 
 /* ---- argv building --------------------------------------------------------- */
 
-struct argv_buf {
-	char *v[64];
-	int n;
-};
-
-__attribute__((format(printf, 2, 3)))
-static void arg_add(struct argv_buf *a, const char *fmt, ...)
-{
-	char buf[PATH_MAX + 64];
-	va_list ap;
-
-	if (a->n >= (int)ARRAY_SIZE(a->v) - 1)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	a->v[a->n++] = strdup(buf);
-	a->v[a->n] = NULL;
-}
-
-static void argv_free(struct argv_buf *a)
-{
-	int i;
-
-	for (i = 0; i < a->n; i++)
-		free(a->v[i]);
-	a->n = 0;
-}
-
-static void arg_openssl_version(struct argv_buf *a, const struct kt_case *c,
+static void arg_openssl_version(struct t_argv *a, const struct kt_case *c,
 				enum ktlsh_cipher cipher)
 {
 	if (c->version == TLS1_3_VERSION) {
-		arg_add(a, "-tls1_3");
+		t_arg_add(a, "-tls1_3");
 		if (openssl_tls13_suite(cipher)) {
-			arg_add(a, "-ciphersuites");
-			arg_add(a, "%s", openssl_tls13_suite(cipher));
+			t_arg_add(a, "-ciphersuites");
+			t_arg_add(a, "%s", openssl_tls13_suite(cipher));
 		}
 	} else if (c->version == TLS1_2_VERSION) {
-		arg_add(a, "-tls1_2");
+		t_arg_add(a, "-tls1_2");
 		if (openssl_tls12_cipher(cipher, c->rsa)) {
-			arg_add(a, "-cipher");
-			arg_add(a, "%s", openssl_tls12_cipher(cipher, c->rsa));
+			t_arg_add(a, "-cipher");
+			t_arg_add(a, "%s", openssl_tls12_cipher(cipher, c->rsa));
 		}
 	}
 }
 
-static void arg_gnutls_priority(struct argv_buf *a, const struct kt_case *c)
+static void arg_gnutls_priority(struct t_argv *a, const struct kt_case *c)
 {
 	char prio[256] = "NORMAL";
 
@@ -1039,7 +448,7 @@ static void arg_gnutls_priority(struct argv_buf *a, const struct kt_case *c)
 		strcat(prio, ":-CIPHER-ALL:+");
 		strcat(prio, gnutls_cipher(c->cipher));
 	}
-	arg_add(a, "--priority=%s", prio);
+	t_arg_add(a, "--priority=%s", prio);
 }
 
 /*
@@ -1047,7 +456,7 @@ static void arg_gnutls_priority(struct argv_buf *a, const struct kt_case *c)
  * certificate against ca.pem, and whoever is the server requires the
  * client's (mutual TLS).
  */
-static void peer_argv(struct argv_buf *a, const struct kt_case *c, int port, const char *logfile)
+static void peer_argv(struct t_argv *a, const struct kt_case *c, int port, const char *logfile)
 {
 	const char *srv = c->peer_cert ? c->peer_cert : "server-ecdsa";
 	const char *cli = c->peer_cert ? c->peer_cert : "client";
@@ -1055,74 +464,74 @@ static void peer_argv(struct argv_buf *a, const struct kt_case *c, int port, con
 
 	switch (c->peer) {
 	case PEER_S_SERVER:
-		arg_add(a, "%s", tool_openssl);
-		arg_add(a, "s_server");
-		arg_add(a, "-quiet");
-		arg_add(a, "-naccept");
-		arg_add(a, "1");
-		arg_add(a, "-accept");
-		arg_add(a, "127.0.0.1:%d", port);
-		arg_add(a, "-cert");
-		arg_add(a, "%s/%s.pem", opt.certs, srv);
-		arg_add(a, "-key");
-		arg_add(a, "%s/%s.key", opt.certs, srv);
-		arg_add(a, "-CAfile");
-		arg_add(a, "%s/ca.pem", opt.certs);
-		arg_add(a, "-Verify");
-		arg_add(a, "1");
-		arg_add(a, "-verify_return_error");
+		t_arg_add(a, "%s", tool_openssl);
+		t_arg_add(a, "s_server");
+		t_arg_add(a, "-quiet");
+		t_arg_add(a, "-naccept");
+		t_arg_add(a, "1");
+		t_arg_add(a, "-accept");
+		t_arg_add(a, "127.0.0.1:%d", port);
+		t_arg_add(a, "-cert");
+		t_arg_add(a, "%s/%s.pem", opt.certs, srv);
+		t_arg_add(a, "-key");
+		t_arg_add(a, "%s/%s.key", opt.certs, srv);
+		t_arg_add(a, "-CAfile");
+		t_arg_add(a, "%s/ca.pem", opt.certs);
+		t_arg_add(a, "-Verify");
+		t_arg_add(a, "1");
+		t_arg_add(a, "-verify_return_error");
 		arg_openssl_version(a, c, cipher);
 		break;
 	case PEER_S_CLIENT:
-		arg_add(a, "%s", tool_openssl);
-		arg_add(a, "s_client");
-		arg_add(a, "-quiet");
-		arg_add(a, "-no_ign_eof");
-		arg_add(a, "-nocommands");
-		arg_add(a, "-connect");
-		arg_add(a, "127.0.0.1:%d", port);
-		arg_add(a, "-servername");
-		arg_add(a, "localhost");
-		arg_add(a, "-verify_hostname");
-		arg_add(a, "localhost");
-		arg_add(a, "-CAfile");
-		arg_add(a, "%s/ca.pem", opt.certs);
-		arg_add(a, "-verify_return_error");
-		arg_add(a, "-cert");
-		arg_add(a, "%s/%s.pem", opt.certs, cli);
-		arg_add(a, "-key");
-		arg_add(a, "%s/%s.key", opt.certs, cli);
+		t_arg_add(a, "%s", tool_openssl);
+		t_arg_add(a, "s_client");
+		t_arg_add(a, "-quiet");
+		t_arg_add(a, "-no_ign_eof");
+		t_arg_add(a, "-nocommands");
+		t_arg_add(a, "-connect");
+		t_arg_add(a, "127.0.0.1:%d", port);
+		t_arg_add(a, "-servername");
+		t_arg_add(a, "localhost");
+		t_arg_add(a, "-verify_hostname");
+		t_arg_add(a, "localhost");
+		t_arg_add(a, "-CAfile");
+		t_arg_add(a, "%s/ca.pem", opt.certs);
+		t_arg_add(a, "-verify_return_error");
+		t_arg_add(a, "-cert");
+		t_arg_add(a, "%s/%s.pem", opt.certs, cli);
+		t_arg_add(a, "-key");
+		t_arg_add(a, "%s/%s.key", opt.certs, cli);
 		if (c->kind == K_NEG_CIPHER) {
-			arg_add(a, "-tls1_3");
-			arg_add(a, "-ciphersuites");
-			arg_add(a, "TLS_AES_128_GCM_SHA256");
+			t_arg_add(a, "-tls1_3");
+			t_arg_add(a, "-ciphersuites");
+			t_arg_add(a, "TLS_AES_128_GCM_SHA256");
 		} else {
 			arg_openssl_version(a, c, cipher);
 		}
 		break;
 	case PEER_GNUTLS_SERV:
-		arg_add(a, "%s", tool_gnutls_serv);
-		arg_add(a, "--quiet");
-		arg_add(a, "--echo");
-		arg_add(a, "--port=%d", port);
-		arg_add(a, "--x509cafile=%s/ca.pem", opt.certs);
-		arg_add(a, "--x509certfile=%s/%s.pem", opt.certs, srv);
-		arg_add(a, "--x509keyfile=%s/%s.key", opt.certs, srv);
-		arg_add(a, "--require-client-cert");
-		arg_add(a, "--verify-client-cert");
+		t_arg_add(a, "%s", tool_gnutls_serv);
+		t_arg_add(a, "--quiet");
+		t_arg_add(a, "--echo");
+		t_arg_add(a, "--port=%d", port);
+		t_arg_add(a, "--x509cafile=%s/ca.pem", opt.certs);
+		t_arg_add(a, "--x509certfile=%s/%s.pem", opt.certs, srv);
+		t_arg_add(a, "--x509keyfile=%s/%s.key", opt.certs, srv);
+		t_arg_add(a, "--require-client-cert");
+		t_arg_add(a, "--verify-client-cert");
 		arg_gnutls_priority(a, c);
 		break;
 	case PEER_GNUTLS_CLI:
-		arg_add(a, "%s", tool_gnutls_cli);
-		arg_add(a, "--logfile=%s", logfile);
-		arg_add(a, "--port=%d", port);
-		arg_add(a, "--x509cafile=%s/ca.pem", opt.certs);
-		arg_add(a, "--x509certfile=%s/%s.pem", opt.certs, cli);
-		arg_add(a, "--x509keyfile=%s/%s.key", opt.certs, cli);
-		arg_add(a, "--sni-hostname=localhost");
-		arg_add(a, "--verify-hostname=localhost");
+		t_arg_add(a, "%s", tool_gnutls_cli);
+		t_arg_add(a, "--logfile=%s", logfile);
+		t_arg_add(a, "--port=%d", port);
+		t_arg_add(a, "--x509cafile=%s/ca.pem", opt.certs);
+		t_arg_add(a, "--x509certfile=%s/%s.pem", opt.certs, cli);
+		t_arg_add(a, "--x509keyfile=%s/%s.key", opt.certs, cli);
+		t_arg_add(a, "--sni-hostname=localhost");
+		t_arg_add(a, "--verify-hostname=localhost");
 		arg_gnutls_priority(a, c);
-		arg_add(a, "127.0.0.1");
+		t_arg_add(a, "127.0.0.1");
 		break;
 	case PEER_RAW:
 		break;
@@ -1139,7 +548,7 @@ static int count_ticket_cb(SSL *ssl, SSL_SESSION *sess)
 	return 0;	/* not kept */
 }
 
-static SSL_CTX *our_ctx(const struct kt_case *c, struct result *r)
+static SSL_CTX *our_ctx(const struct kt_case *c, struct t_result *r)
 {
 	bool server = c->role == KTLSH_ROLE_SERVER;
 	const char *stem = server ? (c->rsa ? "server-rsa" : "server-ecdsa") : "client";
@@ -1149,7 +558,7 @@ static SSL_CTX *our_ctx(const struct kt_case *c, struct result *r)
 
 	ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
 	if (!ctx) {
-		fail(r, "SSL_CTX_new failed");
+		t_fail(r, "SSL_CTX_new failed");
 		return NULL;
 	}
 	snprintf(file, sizeof(file), "%s.pem", stem);
@@ -1163,7 +572,7 @@ static SSL_CTX *our_ctx(const struct kt_case *c, struct result *r)
 	    SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
 	    SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
-		fail(r, "cannot set up our SSL_CTX from %s: %s", opt.certs,
+		t_fail(r, "cannot set up our SSL_CTX from %s: %s", opt.certs,
 		     ERR_reason_error_string(ERR_peek_last_error()));
 		goto fail;
 	}
@@ -1187,7 +596,7 @@ static SSL_CTX *our_ctx(const struct kt_case *c, struct result *r)
 		return ctx;
 	ret = ktlsh_ssl_ctx_setup(ctx, &caps, ktls_ok ? KTLSH_CTX_REQUIRE_OFFLOAD : 0);
 	if (ret) {
-		fail(r, "ktlsh_ssl_ctx_setup: %s", strerror(-ret));
+		t_fail(r, "ktlsh_ssl_ctx_setup: %s", strerror(-ret));
 		goto fail;
 	}
 	return ctx;
@@ -1222,7 +631,7 @@ static bool trace_has(const struct trace_buf *t, const char *needle)
 	int i;
 
 	for (i = 0; i < t->n; i++)
-		if (contains_ci(t->line[i], needle))
+		if (t_contains_ci(t->line[i], needle))
 			return true;
 	return false;
 }
@@ -1231,9 +640,9 @@ static void trace_print(const struct trace_buf *t)
 {
 	int i;
 
-	note("handshake trace (%d lines):", t->n);
+	t_note("handshake trace (%d lines):", t->n);
 	for (i = 0; i < t->n; i++)
-		note("    %s", t->line[i]);
+		t_note("    %s", t->line[i]);
 }
 
 /* ---- one connection's state -------------------------------------------------- */
@@ -1246,24 +655,18 @@ static const char *eof_name(enum eof_kind k)
 								     : "nothing";
 }
 
-struct stream {
-	size_t expect, count;
-	EVP_MD_CTX *md;
-	uint8_t want[SHA256_LEN];
-};
-
 enum rx_mode { RX_KTLSH, RX_COUNT, RX_SSL };
 
 struct conn {
 	const struct kt_case *c;
-	struct result *r;
+	struct t_result *r;
 	uint64_t deadline;
 	char tmpdir[1024];
 
 	SSL_CTX *ctx;
 	SSL *ssl;		/* userspace control only */
 	int lfd, fd;
-	struct peer peer;
+	struct t_peer peer;
 	struct ktlsh_hs_info info;
 	struct trace_buf trace;
 
@@ -1278,8 +681,8 @@ struct conn {
 	uint8_t *in_buf;
 	size_t in_len, in_off;
 
-	struct stream rx;	/* what we read from our socket */
-	struct stream out;	/* what the peer printed on stdout */
+	struct t_stream rx;	/* what we read from our socket */
+	struct t_stream out;	/* what the peer printed on stdout */
 	bool out_is_data;
 	enum rx_mode rx_mode;
 	enum eof_kind rx_eof;
@@ -1288,86 +691,24 @@ struct conn {
 	char err[600];
 };
 
-static int stream_init(struct stream *s, size_t expect, const uint8_t *want)
-{
-	s->expect = expect;
-	s->count = 0;
-	if (want)
-		memcpy(s->want, want, SHA256_LEN);
-	s->md = EVP_MD_CTX_new();
-	if (!s->md || !EVP_DigestInit_ex(s->md, EVP_sha256(), NULL))
-		return -ENOMEM;
-	return 0;
-}
-
-static int stream_add(struct conn *k, struct stream *s, const void *buf, size_t n, const char *what)
-{
-	if (s->count + n > s->expect) {
-		snprintf(k->err, sizeof(k->err), "%s: %zu bytes more than the %zu expected", what,
-			 s->count + n - s->expect, s->expect);
-		return -1;
-	}
-	EVP_DigestUpdate(s->md, buf, n);
-	s->count += n;
-	return 0;
-}
-
 /* Compare the stream's hash with what was sent; -1 and a reason if not. */
-static int stream_verify(struct stream *s, const char *what, struct result *r)
+static int stream_verify(struct t_stream *s, const char *what, struct t_result *r)
 {
 	uint8_t got[SHA256_LEN];
 	unsigned len = 0;
 	char a[80], b[80];
 
-	if (s->count != s->expect)
-		return fail(r, "%s: %zu of %zu bytes", what, s->count, s->expect);
+	if (s->n != s->expect)
+		return t_fail(r, "%s: %zu of %zu bytes", what, s->n, s->expect);
 	EVP_DigestFinal_ex(s->md, got, &len);
 	if (memcmp(got, s->want, SHA256_LEN)) {
 		hex_str(got, 8, a, sizeof(a));
 		hex_str(s->want, 8, b, sizeof(b));
-		return fail(r, "%s: SHA-256 mismatch (got %s... want %s...)", what, a, b);
+		return t_fail(r, "%s: SHA-256 mismatch (got %s... want %s...)", what, a, b);
 	}
 	hex_str(got, 8, a, sizeof(a));
-	note("%s: %zu bytes, SHA-256 %s... matches", what, s->count, a);
+	t_note("%s: %zu bytes, SHA-256 %s... matches", what, s->n, a);
 	return 0;
-}
-
-static void stream_free(struct stream *s)
-{
-	EVP_MD_CTX_free(s->md);
-	s->md = NULL;
-}
-
-static void sha256(const void *buf, size_t len, uint8_t out[SHA256_LEN])
-{
-	unsigned n = 0;
-
-	EVP_Digest(buf, len, out, &n, EVP_sha256(), NULL);
-}
-
-/*
- * A random payload. gnutls-serv --echo echoes text lines only, so for it
- * the bytes become base64-alphabet lines ending in '\n' (no '*', which
- * starts its commands; no '\r', which it rewrites).
- */
-static uint8_t *payload_make(size_t len, bool text)
-{
-	static const char alpha[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	uint8_t *p = malloc(len ? len : 1);
-	size_t i;
-
-	if (!p || RAND_bytes(p, (int)len) != 1) {
-		free(p);
-		return NULL;
-	}
-	if (text) {
-		for (i = 0; i < len; i++)
-			p[i] = (i % 65 == 64) ? '\n' : (uint8_t)alpha[p[i] & 63];
-		if (len)
-			p[len - 1] = '\n';
-	}
-	return p;
 }
 
 /* A random file for sendfile(), in TMPDIR; hashed while written. */
@@ -1423,7 +764,7 @@ static int rx_consume(struct conn *k, const void *buf, size_t n)
 		snprintf(k->err, sizeof(k->err), "%zu bytes of data after the payload", n);
 		return -1;
 	}
-	return stream_add(k, &k->rx, buf, n, "our socket");
+	return t_stream_add(&k->rx, buf, n, k->err, sizeof(k->err), "our socket");
 }
 
 /* A non-data record read with ktlsh_recv_control(). */
@@ -1622,13 +963,14 @@ static int peer_read_out(struct conn *k)
 		n = read(k->peer.out_fd, buf, sizeof(buf));
 		if (n > 0) {
 			if (!k->out_is_data)
-				tail_add(&k->peer.out, buf, (size_t)n);
-			else if (stream_add(k, &k->out, buf, (size_t)n, "peer's stdout"))
+				t_tail_add(&k->peer.out, buf, (size_t)n);
+			else if (t_stream_add(&k->out, buf, (size_t)n, k->err, sizeof(k->err),
+						      "peer's stdout"))
 				return -1;
 			continue;
 		}
 		if (n == 0 || (errno != EAGAIN && errno != EINTR))
-			close_fd(&k->peer.out_fd);
+			t_close_fd(&k->peer.out_fd);
 		break;
 	}
 	return 0;
@@ -1636,8 +978,8 @@ static int peer_read_out(struct conn *k)
 
 static bool pump_data_done(const struct conn *k)
 {
-	return k->tx_off == k->tx_len && k->rx.count == k->rx.expect &&
-	       (!k->out_is_data || k->out.count == k->out.expect);
+	return k->tx_off == k->tx_len && k->rx.n == k->rx.expect &&
+	       (!k->out_is_data || k->out.n == k->out.expect);
 }
 
 static void pump_progress(const struct conn *k, char *buf, size_t len)
@@ -1645,9 +987,9 @@ static void pump_progress(const struct conn *k, char *buf, size_t len)
 	char st[64];
 
 	snprintf(buf, len, "sent %zu/%zu, received %zu/%zu, peer stdin %zu/%zu, peer stdout %zu/%zu, "
-		 "peer %s, our EOF: %s", k->tx_off, k->tx_len, k->rx.count, k->rx.expect,
-		 k->in_off, k->in_len, k->out.count, k->out.expect,
-		 peer_status_str(&k->peer, st, sizeof(st)), eof_name(k->rx_eof));
+		 "peer %s, our EOF: %s", k->tx_off, k->tx_len, k->rx.n, k->rx.expect,
+		 k->in_off, k->in_len, k->out.n, k->out.expect,
+		 t_peer_status_str(&k->peer, st, sizeof(st)), eof_name(k->rx_eof));
 }
 
 /*
@@ -1670,7 +1012,7 @@ static int pump(struct conn *k, bool (*done)(const struct conn *), uint64_t dead
 			snprintf(k->err, sizeof(k->err), "%s: connection ended early (%s)", phase, prog);
 			return -1;
 		}
-		left = ms_left(deadline);
+		left = t_ms_left(deadline);
 		if (!left) {
 			pump_progress(k, prog, sizeof(prog));
 			snprintf(k->err, sizeof(k->err), "%s: timed out (%s)", phase, prog);
@@ -1693,7 +1035,7 @@ static int pump(struct conn *k, bool (*done)(const struct conn *), uint64_t dead
 			pfd[n++] = (struct pollfd){ .fd = k->peer.err_fd, .events = POLLIN };
 		if (k->peer.pidfd >= 0 && !k->peer.exited)
 			pfd[n++] = (struct pollfd){ .fd = k->peer.pidfd, .events = POLLIN };
-		if (poll(pfd, (nfds_t)n, min_int(left, 250)) < 0 && errno != EINTR) {
+		if (poll(pfd, (nfds_t)n, t_min_int(left, 250)) < 0 && errno != EINTR) {
 			snprintf(k->err, sizeof(k->err), "poll: %s", strerror(errno));
 			return -1;
 		}
@@ -1702,8 +1044,8 @@ static int pump(struct conn *k, bool (*done)(const struct conn *), uint64_t dead
 			return -1;
 		if (tx_some(k) || peer_feed(k) || peer_read_out(k))
 			return -1;
-		peer_drain_fd(&k->peer.err_fd, &k->peer.err);
-		peer_running(&k->peer);
+		t_peer_drain_fd(&k->peer.err_fd, &k->peer.err);
+		t_peer_running(&k->peer);
 	}
 }
 
@@ -1730,11 +1072,11 @@ static int our_close_notify(struct conn *k, bool must_work)
 	if (!ret && shutdown(k->fd, SHUT_WR))
 		ret = -errno;
 	if (ret && must_work)
-		return fail(k->r, "sending close_notify: %s", strerror(-ret));
+		return t_fail(k->r, "sending close_notify: %s", strerror(-ret));
 	if (ret)
-		note("our close_notify after the peer's: %s (peer already gone)", strerror(-ret));
+		t_note("our close_notify after the peer's: %s (peer already gone)", strerror(-ret));
 	else
-		note("sent close_notify and SHUT_WR");
+		t_note("sent close_notify and SHUT_WR");
 	return 0;
 }
 
@@ -1747,7 +1089,7 @@ static int userspace_handshake(struct conn *k)
 	int rc, err;
 
 	k->ssl = SSL_new(k->ctx);
-	if (!k->ssl || !SSL_set_fd(k->ssl, k->fd) || set_nonblock(k->fd))
+	if (!k->ssl || !SSL_set_fd(k->ssl, k->fd) || t_set_nonblock(k->fd, true))
 		return -ENOMEM;
 	SSL_set_mode(k->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (k->c->role == KTLSH_ROLE_CLIENT) {
@@ -1770,9 +1112,9 @@ static int userspace_handshake(struct conn *k)
 			return -EPROTO;
 		}
 		pfd.events = err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
-		if (!ms_left(k->deadline))
+		if (!t_ms_left(k->deadline))
 			return -ETIMEDOUT;
-		poll(&pfd, 1, min_int(ms_left(k->deadline), 1000));
+		poll(&pfd, 1, t_min_int(t_ms_left(k->deadline), 1000));
 	}
 	k->info.version = SSL_version(k->ssl);
 	snprintf(k->info.group, sizeof(k->info.group), "%s",
@@ -1805,47 +1147,47 @@ static int our_handshake(struct conn *k, int timeout_ms)
 static void check_install(struct conn *k)
 {
 	const struct kt_case *c = k->c;
-	struct result *r = k->r;
+	struct t_result *r = k->r;
 	unsigned kv[2], kc[2];
 	uint64_t kseq[2];
 	char ulp[32];
 	int ret, i;
 	long expect_tx = -1, expect_rx = -1;
 
-	note("handshake: %s %s group %s, installed tx_seq=%llu rx_seq=%llu",
+	t_note("handshake: %s %s group %s, installed tx_seq=%llu rx_seq=%llu",
 	     k->info.version == TLS1_3_VERSION ? "TLSv1.3" : "TLSv1.2", k->info.cipher_name,
 	     k->info.group, (unsigned long long)k->info.tx_seq, (unsigned long long)k->info.rx_seq);
 	if (c->version && k->info.version != c->version)
-		fail(r, "negotiated version 0x%x, wanted 0x%x", k->info.version, c->version);
+		t_fail(r, "negotiated version 0x%x, wanted 0x%x", k->info.version, c->version);
 	if (c->cipher && k->info.cipher != c->cipher)
-		fail(r, "negotiated %s (%s), wanted %s", ktlsh_cipher_name(k->info.cipher),
+		t_fail(r, "negotiated %s (%s), wanted %s", ktlsh_cipher_name(k->info.cipher),
 		     k->info.cipher_name, ktlsh_cipher_name(c->cipher));
 	if (opt.userspace)
 		return;
 
-	ret = ulp_name(k->fd, ulp, sizeof(ulp));
+	ret = t_ulp_name(k->fd, ulp, sizeof(ulp));
 	if (ret || strcmp(ulp, "tls"))
-		fail(r, "TCP_ULP reads back \"%s\" (%s), not \"tls\"", ulp, ret ? strerror(-ret) : "ok");
+		t_fail(r, "TCP_ULP reads back \"%s\" (%s), not \"tls\"", ulp, ret ? strerror(-ret) : "ok");
 	for (i = 0; i < 2; i++) {
-		ret = ktls_readback(k->fd, i ? TLS_RX : TLS_TX, &kv[i], &kc[i], &kseq[i]);
+		ret = t_ktls_readback(k->fd, i ? TLS_RX : TLS_TX, &kv[i], &kc[i], &kseq[i]);
 		if (ret) {
-			fail(r, "getsockopt(SOL_TLS, %s): %s", i ? "TLS_RX" : "TLS_TX", strerror(-ret));
+			t_fail(r, "getsockopt(SOL_TLS, %s): %s", i ? "TLS_RX" : "TLS_TX", strerror(-ret));
 			return;
 		}
 	}
-	note("kernel: TLS_TX version 0x%04x cipher %u seq %llu; TLS_RX version 0x%04x cipher %u seq %llu",
+	t_note("kernel: TLS_TX version 0x%04x cipher %u seq %llu; TLS_RX version 0x%04x cipher %u seq %llu",
 	     kv[0], kc[0], (unsigned long long)kseq[0], kv[1], kc[1], (unsigned long long)kseq[1]);
 	for (i = 0; i < 2; i++) {
 		const char *dir = i ? "TLS_RX" : "TLS_TX";
 		uint64_t want = i ? k->info.rx_seq : k->info.tx_seq;
 
 		if (kv[i] != (unsigned)k->info.version)
-			fail(r, "kernel %s version 0x%x, handshake 0x%x", dir, kv[i], k->info.version);
+			t_fail(r, "kernel %s version 0x%x, handshake 0x%x", dir, kv[i], k->info.version);
 		if (kc[i] != kernel_cipher_type(k->info.cipher))
-			fail(r, "kernel %s cipher %u, handshake %s", dir, kc[i],
+			t_fail(r, "kernel %s cipher %u, handshake %s", dir, kc[i],
 			     ktlsh_cipher_name(k->info.cipher));
 		if (kseq[i] != want)
-			fail(r, "kernel %s sequence %llu, ktlsh says %llu", dir,
+			t_fail(r, "kernel %s sequence %llu, ktlsh says %llu", dir,
 			     (unsigned long long)kseq[i], (unsigned long long)want);
 	}
 
@@ -1864,7 +1206,7 @@ static void check_install(struct conn *k)
 		expect_rx = 0;
 	}
 	if ((long)k->info.tx_seq != expect_tx || (long)k->info.rx_seq != expect_rx)
-		fail(r, "installed tx_seq=%llu rx_seq=%llu, expected %ld/%ld",
+		t_fail(r, "installed tx_seq=%llu rx_seq=%llu, expected %ld/%ld",
 		     (unsigned long long)k->info.tx_seq, (unsigned long long)k->info.rx_seq,
 		     expect_tx, expect_rx);
 
@@ -1873,11 +1215,11 @@ static void check_install(struct conn *k)
 		socklen_t l = sizeof(v);
 
 		if (getsockopt(k->fd, SOL_TLS, TLS_RX_EXPECT_NO_PAD, &v, &l))
-			fail(r, "getsockopt(TLS_RX_EXPECT_NO_PAD): %s", strerror(errno));
+			t_fail(r, "getsockopt(TLS_RX_EXPECT_NO_PAD): %s", strerror(errno));
 		else if (!v)
-			fail(r, "TLS_RX_EXPECT_NO_PAD is off despite KTLSH_HS_TRUSTED_PEER");
+			t_fail(r, "TLS_RX_EXPECT_NO_PAD is off despite KTLSH_HS_TRUSTED_PEER");
 		else
-			note("TLS_RX_EXPECT_NO_PAD is on");
+			t_note("TLS_RX_EXPECT_NO_PAD is on");
 	}
 }
 
@@ -1904,26 +1246,26 @@ static void check_peer_stderr(struct conn *k)
 		n = ARRAY_SIZE(bad_gnutls);
 	}
 	for (i = 0; i < n; i++)
-		if (tail_contains(&k->peer.err, bad[i]))
-			fail(k->r, "peer reported an error (\"%s\" on its stderr)", bad[i]);
+		if (t_tail_contains(&k->peer.err, bad[i]))
+			t_fail(k->r, "peer reported an error (\"%s\" on its stderr)", bad[i]);
 }
 
 /* ---- case setup and teardown -------------------------------------------- */
 
-static int conn_init(struct conn *k, const struct kt_case *c, struct result *r)
+static int conn_init(struct conn *k, const struct kt_case *c, struct t_result *r)
 {
 	const char *tmp = getenv("TMPDIR");
 
 	memset(k, 0, sizeof(*k));
 	k->c = c;
 	k->r = r;
-	k->deadline = now_ms() + (uint64_t)opt.timeout_s * 1000;
+	k->deadline = t_now_ms() + (uint64_t)opt.timeout_s * 1000;
 	k->lfd = k->fd = k->tx_file = -1;
-	peer_init(&k->peer);
+	t_peer_init(&k->peer);
 	snprintf(k->tmpdir, sizeof(k->tmpdir), "%s/ktlsh-kt.XXXXXX", tmp && *tmp ? tmp : "/tmp");
 	if (!mkdtemp(k->tmpdir)) {
 		k->tmpdir[0] = '\0';
-		return fail(r, "mkdtemp in %s: %s", tmp && *tmp ? tmp : "/tmp", strerror(errno));
+		return t_fail(r, "mkdtemp in %s: %s", tmp && *tmp ? tmp : "/tmp", strerror(errno));
 	}
 	return 0;
 }
@@ -1932,21 +1274,21 @@ static void conn_free(struct conn *k)
 {
 	char path[PATH_MAX + 32];
 
-	peer_stop(&k->peer);
+	t_peer_stop(&k->peer);
 	if (k->ssl) {
 		SSL_set_shutdown(k->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 		SSL_free(k->ssl);
 	}
 	SSL_CTX_free(k->ctx);
-	close_fd(&k->fd);
-	close_fd(&k->lfd);
+	t_close_fd(&k->fd);
+	t_close_fd(&k->lfd);
 	if (k->tx_map)
 		munmap(k->tx_map, k->tx_len);
-	close_fd(&k->tx_file);
+	t_close_fd(&k->tx_file);
 	free(k->tx_buf);
 	free(k->in_buf);
-	stream_free(&k->rx);
-	stream_free(&k->out);
+	t_stream_free(&k->rx);
+	t_stream_free(&k->out);
 	trace_free(&k->trace);
 	if (k->peer.log_path[0])
 		unlink(k->peer.log_path);
@@ -1960,37 +1302,37 @@ static void conn_free(struct conn *k)
 /* Start the peer and get our connected socket to it, whichever side dials. */
 static int conn_connect(struct conn *k)
 {
-	struct argv_buf a = { .n = 0 };
+	struct t_argv a = { .n = 0 };
 	int port, ret;
 
 	if (k->c->role == KTLSH_ROLE_SERVER) {
-		k->lfd = listen_local(&port);
+		k->lfd = t_listen_local(&port, 8);
 		if (k->lfd < 0)
-			return fail(k->r, "listen: %s", strerror(-k->lfd));
+			return t_fail(k->r, "listen: %s", strerror(-k->lfd));
 	} else {
-		port = free_port();
+		port = t_free_port();
 		if (port < 0)
-			return fail(k->r, "no free port: %s", strerror(-port));
+			return t_fail(k->r, "no free port: %s", strerror(-port));
 	}
 	if (k->c->peer == PEER_GNUTLS_CLI)
 		snprintf(k->peer.log_path, sizeof(k->peer.log_path), "%s/gnutls-cli.log", k->tmpdir);
 	peer_argv(&a, k->c, port, k->peer.log_path);
-	ret = peer_start(&k->peer, peer_tool_name(k->c->peer), a.v, NULL, NULL);
-	argv_free(&a);
+	ret = t_peer_start(&k->peer, peer_tool_name(k->c->peer), a.v, NULL, NULL, NULL);
+	t_argv_free(&a);
 	if (ret)
-		return fail(k->r, "starting %s: %s", peer_tool_name(k->c->peer), strerror(-ret));
+		return t_fail(k->r, "starting %s: %s", peer_tool_name(k->c->peer), strerror(-ret));
 	if (k->c->role == KTLSH_ROLE_SERVER) {
 		k->fd = accept_deadline(k->lfd, &k->peer, k->deadline, k->r);
-		close_fd(&k->lfd);
+		t_close_fd(&k->lfd);
 	} else {
-		k->fd = connect_retry(port, &k->peer, k->deadline, k->r);
+		k->fd = t_connect_retry(port, &k->peer, k->deadline, 200, k->r);
 	}
 	return k->fd < 0 ? -1 : 0;
 }
 
 /* ---- K_DATA: the payload both ways over kTLS ------------------------------- */
 
-static void case_data(const struct kt_case *c, struct result *r)
+static void case_data(const struct kt_case *c, struct t_result *r)
 {
 	bool echo = c->peer == PEER_GNUTLS_SERV;
 	size_t out_len = c->use_sendfile ? opt.sendfile_size : opt.payload;
@@ -2013,14 +1355,14 @@ static void case_data(const struct kt_case *c, struct result *r)
 	if (conn_init(&k, c, r))
 		goto out;
 	if (c->peer == PEER_GNUTLS_CLI)
-		note("to gnutls-cli: %zu KiB (it writes its stdout a byte at a time); from it: %zu MiB",
+		t_note("to gnutls-cli: %zu KiB (it writes its stdout a byte at a time); from it: %zu MiB",
 		     out_len / 1024, in_len / MIB);
 
 	/* Payloads and their hashes, before any clock matters. */
 	if (c->use_sendfile) {
 		ret = sendfile_source(&k, out_len, h_out);
 		if (ret) {
-			fail(r, "making the %zu MiB sendfile source in %s: %s", out_len / MIB,
+			t_fail(r, "making the %zu MiB sendfile source in %s: %s", out_len / MIB,
 			     k.tmpdir, strerror(-ret));
 			goto out;
 		}
@@ -2028,31 +1370,31 @@ static void case_data(const struct kt_case *c, struct result *r)
 			k.tx_map = mmap(NULL, out_len, PROT_READ, MAP_PRIVATE, k.tx_file, 0);
 			if (k.tx_map == MAP_FAILED) {
 				k.tx_map = NULL;
-				fail(r, "mmap: %s", strerror(errno));
+				t_fail(r, "mmap: %s", strerror(errno));
 				goto out;
 			}
 		}
 	} else {
-		k.tx_buf = payload_make(out_len, echo);
+		k.tx_buf = t_payload_make(out_len, echo);
 		if (!k.tx_buf) {
-			fail(r, "no memory for the payload");
+			t_fail(r, "no memory for the payload");
 			goto out;
 		}
 		k.tx_len = out_len;
-		sha256(k.tx_buf, out_len, h_out);
+		t_sha256(k.tx_buf, out_len, h_out);
 	}
-	k.in_buf = payload_make(in_len, false);
+	k.in_buf = t_payload_make(in_len, false);
 	if (!k.in_buf) {
-		fail(r, "no memory for the payload");
+		t_fail(r, "no memory for the payload");
 		goto out;
 	}
 	k.in_len = in_len;
-	sha256(k.in_buf, in_len, h_in);
+	t_sha256(k.in_buf, in_len, h_in);
 	/* gnutls-serv echoes: what comes back must be what we sent. */
 	k.out_is_data = !echo && c->peer != PEER_RAW;
-	if (stream_init(&k.rx, echo ? out_len : in_len, echo ? h_out : h_in) ||
-	    stream_init(&k.out, k.out_is_data ? out_len : 0, h_out)) {
-		fail(r, "no memory");
+	if (t_stream_init(&k.rx, echo ? out_len : in_len, echo ? h_out : h_in) ||
+	    t_stream_init(&k.out, k.out_is_data ? out_len : 0, h_out)) {
+		t_fail(r, "no memory");
 		goto out;
 	}
 	k.rx_mode = opt.userspace ? RX_SSL : c->count_tickets ? RX_COUNT : RX_KTLSH;
@@ -2064,31 +1406,31 @@ static void case_data(const struct kt_case *c, struct result *r)
 	if (conn_connect(&k))
 		goto out;
 
-	ret = our_handshake(&k, min_int(ms_left(k.deadline), HS_TIMEOUT_MS));
+	ret = our_handshake(&k, t_min_int(t_ms_left(k.deadline), HS_TIMEOUT_MS));
 	if (c->trace)
 		trace_print(&k.trace);
 	if (ret) {
-		fail(r, "handshake failed: %s: %s", strerror(-ret), k.info.reason);
+		t_fail(r, "handshake failed: %s: %s", strerror(-ret), k.info.reason);
 		goto out;
 	}
 	check_install(&k);
 	if (c->trace) {
 		if (!k.trace.n || !trace_has(&k.trace, "clienthello") || !trace_has(&k.trace, "install"))
-			fail(r, "trace lacks the clienthello or install step");
-		else if (!contains_ci(k.trace.line[k.trace.n - 1], "install"))
-			fail(r, "the last trace line is not the install step");
+			t_fail(r, "trace lacks the clienthello or install step");
+		else if (!t_contains_ci(k.trace.line[k.trace.n - 1], "install"))
+			t_fail(r, "the last trace line is not the install step");
 		else if (strncmp(k.trace.line[0], "ktlsh:", 6))
-			fail(r, "trace lines do not start with \"ktlsh:\"");
+			t_fail(r, "trace lines do not start with \"ktlsh:\"");
 	}
-	if (r->verdict == V_FAIL)
+	if (r->verdict == T_FAIL)
 		goto out;
-	if (!k.ssl && set_nonblock(k.fd)) {
-		fail(r, "O_NONBLOCK: %s", strerror(errno));
+	if (!k.ssl && t_set_nonblock(k.fd, true)) {
+		t_fail(r, "O_NONBLOCK: %s", strerror(errno));
 		goto out;
 	}
 
 	if (pump(&k, pump_data_done, k.deadline, "data")) {
-		fail(r, "%s", k.err);
+		t_fail(r, "%s", k.err);
 		goto out;
 	}
 	stream_verify(&k.rx, echo ? "echoed back to us" : "received by us", r);
@@ -2096,12 +1438,12 @@ static void case_data(const struct kt_case *c, struct result *r)
 		stream_verify(&k.out, "received by the peer", r);
 	if (c->count_tickets) {
 		if (opt.userspace)
-			note("NewSessionTickets OpenSSL took after the handshake: %u", tickets_seen);
+			t_note("NewSessionTickets OpenSSL took after the handshake: %u", tickets_seen);
 		else
-			note("NewSessionTickets read with ktlsh_recv_control() after handover: %u "
+			t_note("NewSessionTickets read with ktlsh_recv_control() after handover: %u "
 			     "(in %u records), none delivered as data", k.tickets, k.ctrl_records);
 		if ((opt.userspace ? tickets_seen : k.tickets) != 2)
-			fail(r, "expected the 2 tickets s_server sends, saw %u",
+			t_fail(r, "expected the 2 tickets s_server sends, saw %u",
 			     opt.userspace ? tickets_seen : k.tickets);
 	}
 	tls_stat_read(&st1);
@@ -2123,42 +1465,42 @@ static void case_data(const struct kt_case *c, struct result *r)
 		if (our_close_notify(&k, true))
 			goto out;
 		if (pump(&k, done, phase_deadline(k.deadline, PEER_EXIT_MS), "close")) {
-			fail(r, "%s", k.err);
+			t_fail(r, "%s", k.err);
 			goto out;
 		}
-		note("after our close_notify, %s answered with %s%s; %s", k.peer.name,
+		t_note("after our close_notify, %s answered with %s%s; %s", k.peer.name,
 		     eof_name(k.rx_eof), k.rx_eof == EOF_CLOSE_NOTIFY && !opt.userspace
 		     ? " (recv() failed with EIO, then ktlsh_recv() returned 0)" : "",
-		     peer_status_str(&k.peer, stbuf, sizeof(stbuf)));
+		     t_peer_status_str(&k.peer, stbuf, sizeof(stbuf)));
 		if (k.rx_eof != EOF_CLOSE_NOTIFY)
-			fail(r, "%s did not answer our close_notify with its own", k.peer.name);
+			t_fail(r, "%s did not answer our close_notify with its own", k.peer.name);
 		if (c->peer == PEER_S_SERVER && !peer_exited_ok(&k.peer))
-			fail(r, "%s did not exit 0 after our close_notify", k.peer.name);
+			t_fail(r, "%s did not exit 0 after our close_notify", k.peer.name);
 	} else {
 		peer_close_stdin(&k.peer);
 		if (pump(&k, close_done_eof, phase_deadline(k.deadline, PEER_EXIT_MS), "close")) {
-			fail(r, "%s", k.err);
+			t_fail(r, "%s", k.err);
 			goto out;
 		}
-		note("after EOF on its stdin, %s sent %s%s", k.peer.name, eof_name(k.rx_eof),
+		t_note("after EOF on its stdin, %s sent %s%s", k.peer.name, eof_name(k.rx_eof),
 		     k.rx_eof == EOF_CLOSE_NOTIFY && !opt.userspace
 		     ? ": recv() failed with EIO, then ktlsh_recv() returned 0" : "");
 		if (k.rx_eof != EOF_CLOSE_NOTIFY)
-			fail(r, "the peer's close ended in %s, not close_notify", eof_name(k.rx_eof));
+			t_fail(r, "the peer's close ended in %s, not close_notify", eof_name(k.rx_eof));
 		our_close_notify(&k, false);
-		if (peer_wait(&k.peer, phase_deadline(k.deadline, PEER_EXIT_MS)))
-			fail(r, "%s did not exit after the close_notify exchange", k.peer.name);
+		if (t_peer_wait(&k.peer, phase_deadline(k.deadline, PEER_EXIT_MS)))
+			t_fail(r, "%s did not exit after the close_notify exchange", k.peer.name);
 		else if (!peer_exited_ok(&k.peer))
-			fail(r, "%s %s after the close_notify exchange", k.peer.name,
-			     peer_status_str(&k.peer, stbuf, sizeof(stbuf)));
+			t_fail(r, "%s %s after the close_notify exchange", k.peer.name,
+			     t_peer_status_str(&k.peer, stbuf, sizeof(stbuf)));
 	}
-	peer_stop(&k.peer);
+	t_peer_stop(&k.peer);
 	check_peer_stderr(&k);
 out:
-	if (r->verdict == V_FAIL)
+	if (r->verdict == T_FAIL)
 		peer_diagnose(&k.peer);
-	else if (opt.verbose)
-		tail_note(&k.peer.err, "peer stderr");
+	else if (t_verbose)
+		t_tail_note(&k.peer.err, "peer stderr");
 	conn_free(&k);
 }
 
@@ -2168,40 +1510,40 @@ out:
 static void check_no_ulp(struct conn *k)
 {
 	char ulp[32];
-	int ret = ulp_name(k->fd, ulp, sizeof(ulp));
+	int ret = t_ulp_name(k->fd, ulp, sizeof(ulp));
 
 	if (ret)
-		fail(k->r, "getsockopt(TCP_ULP): %s", strerror(-ret));
+		t_fail(k->r, "getsockopt(TCP_ULP): %s", strerror(-ret));
 	else if (ulp[0])
-		fail(k->r, "TCP_ULP is \"%s\" after a failed handshake: keys went to the kernel", ulp);
+		t_fail(k->r, "TCP_ULP is \"%s\" after a failed handshake: keys went to the kernel", ulp);
 }
 
 static void expect_hs_error(struct conn *k, int ret, int want)
 {
-	note("ktlsh_handshake: %d (%s), reason \"%s\", verify %d (%s), alert sent %d (%s), "
+	t_note("ktlsh_handshake: %d (%s), reason \"%s\", verify %d (%s), alert sent %d (%s), "
 	     "received %d", ret, ret ? strerror(-ret) : "ok", k->info.reason, k->info.verify_result,
 	     X509_verify_cert_error_string(k->info.verify_result), k->info.alert_sent,
 	     k->info.alert_sent >= 0 ? ktlsh_alert_name((uint8_t)k->info.alert_sent) : "-",
 	     k->info.alert_received);
 	if (ret != -want)
-		fail(k->r, "ktlsh_handshake returned %d (%s), expected -%s", ret,
+		t_fail(k->r, "ktlsh_handshake returned %d (%s), expected -%s", ret,
 		     ret ? strerror(-ret) : "success", strerrorname_np(want));
 	if (!k->info.reason[0])
-		fail(k->r, "info.reason is empty");
+		t_fail(k->r, "info.reason is empty");
 }
 
 /* The peer saw an alert: OpenSSL prints "... alert <name> ..." */
 static void expect_peer_saw_alert(struct conn *k)
 {
-	if (peer_wait(&k->peer, phase_deadline(k->deadline, PEER_EXIT_MS)))
-		note("%s still running after the failed handshake", k->peer.name);
-	if (!tail_contains(&k->peer.err, "alert"))
-		fail(k->r, "%s's stderr does not mention the alert", k->peer.name);
+	if (t_peer_wait(&k->peer, phase_deadline(k->deadline, PEER_EXIT_MS)))
+		t_note("%s still running after the failed handshake", k->peer.name);
+	if (!t_tail_contains(&k->peer.err, "alert"))
+		t_fail(k->r, "%s's stderr does not mention the alert", k->peer.name);
 	else
-		note("%s's stderr mentions the alert", k->peer.name);
+		t_note("%s's stderr mentions the alert", k->peer.name);
 }
 
-static void case_neg_tls(const struct kt_case *c, struct result *r)
+static void case_neg_tls(const struct kt_case *c, struct t_result *r)
 {
 	struct conn k;
 	int ret;
@@ -2215,33 +1557,33 @@ static void case_neg_tls(const struct kt_case *c, struct result *r)
 		/* Set after ktlsh_ssl_ctx_setup() so nothing widens it again. */
 		if (!SSL_CTX_set_ciphersuites(k.ctx, "TLS_AES_256_GCM_SHA384") ||
 		    !SSL_CTX_set_min_proto_version(k.ctx, TLS1_3_VERSION)) {
-			fail(r, "cannot restrict our ciphers");
+			t_fail(r, "cannot restrict our ciphers");
 			goto out;
 		}
 	}
 	if (conn_connect(&k))
 		goto out;
-	ret = our_handshake(&k, min_int(ms_left(k.deadline), HS_TIMEOUT_MS));
+	ret = our_handshake(&k, t_min_int(t_ms_left(k.deadline), HS_TIMEOUT_MS));
 	if (c->trace)
 		trace_print(&k.trace);
 	expect_hs_error(&k, ret, c->expect_err);
 	if (c->expect_verify && k.info.verify_result != c->expect_verify)
-		fail(r, "verify_result %d (%s), expected %d (%s)", k.info.verify_result,
+		t_fail(r, "verify_result %d (%s), expected %d (%s)", k.info.verify_result,
 		     X509_verify_cert_error_string(k.info.verify_result), c->expect_verify,
 		     X509_verify_cert_error_string(c->expect_verify));
-	if (c->kind == K_NEG_CIPHER && !contains_ci(k.info.reason, "cipher"))
-		fail(r, "reason \"%s\" does not name the cipher problem", k.info.reason);
+	if (c->kind == K_NEG_CIPHER && !t_contains_ci(k.info.reason, "cipher"))
+		t_fail(r, "reason \"%s\" does not name the cipher problem", k.info.reason);
 	if (k.info.alert_sent < 0)
-		fail(r, "no alert was sent (info.alert_sent == -1)");
+		t_fail(r, "no alert was sent (info.alert_sent == -1)");
 	check_no_ulp(&k);
 	/* Closing ours lets a peer still waiting on us read the alert. */
-	close_fd(&k.fd);
+	t_close_fd(&k.fd);
 	expect_peer_saw_alert(&k);
 	if (c->trace && (!trace_has(&k.trace, "fail") ||
 			 !(trace_has(&k.trace, "verify") || trace_has(&k.trace, "alert"))))
-		fail(r, "the trace does not show where the handshake stopped");
+		t_fail(r, "the trace does not show where the handshake stopped");
 out:
-	if (r->verdict == V_FAIL)
+	if (r->verdict == T_FAIL)
 		peer_diagnose(&k.peer);
 	conn_free(&k);
 }
@@ -2314,7 +1656,7 @@ static int raw_peer_main(void *p)
 	}
 	fd = socket(AF_INET, SOCK_STREAM, 0);
 	for (i = 0; i < 100 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)); i++)
-		msleep(20);
+		t_msleep(20);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	switch (a->mode) {
 	case RAW_RESET_MID:
@@ -2326,7 +1668,7 @@ static int raw_peer_main(void *p)
 			return 4;
 		printf("sent %zd of a %zd-byte ClientHello\n", n / 2, n);
 		fflush(stdout);
-		msleep(300);	/* let the server sit mid-handshake in poll() */
+		t_msleep(300);	/* let the server sit mid-handshake in poll() */
 		if (a->mode == RAW_RESET_MID)
 			raw_reset(fd);
 		else
@@ -2354,14 +1696,14 @@ static int raw_peer_main(void *p)
 			printf("the server closed without answering (no alert for an HTTP request)\n");
 		return 0;
 	case RAW_SILENT:
-		msleep(30000);
+		t_msleep(30000);
 		return 0;
 	default:
 		return 5;
 	}
 }
 
-static void case_neg_raw(const struct kt_case *c, struct result *r)
+static void case_neg_raw(const struct kt_case *c, struct t_result *r)
 {
 	struct raw_arg arg = { .mode = c->raw };
 	uint64_t t0;
@@ -2374,48 +1716,48 @@ static void case_neg_raw(const struct kt_case *c, struct result *r)
 	if (!k.ctx)
 		goto out;
 	if (c->role == KTLSH_ROLE_SERVER) {
-		k.lfd = listen_local(&port);
+		k.lfd = t_listen_local(&port, 8);
 		if (k.lfd < 0) {
-			fail(r, "listen: %s", strerror(-k.lfd));
+			t_fail(r, "listen: %s", strerror(-k.lfd));
 			goto out;
 		}
 	} else {
-		port = free_port();
+		port = t_free_port();
 	}
 	arg.port = port;
-	ret = peer_start(&k.peer, "raw peer", NULL, raw_peer_main, &arg);
+	ret = t_peer_start(&k.peer, "raw peer", NULL, raw_peer_main, &arg, NULL);
 	if (ret) {
-		fail(r, "fork: %s", strerror(-ret));
+		t_fail(r, "fork: %s", strerror(-ret));
 		goto out;
 	}
 	if (c->role == KTLSH_ROLE_SERVER) {
 		k.fd = accept_deadline(k.lfd, &k.peer, k.deadline, r);
-		close_fd(&k.lfd);
+		t_close_fd(&k.lfd);
 	} else {
-		k.fd = connect_retry(port, &k.peer, k.deadline, r);
+		k.fd = t_connect_retry(port, &k.peer, k.deadline, 200, r);
 	}
 	if (k.fd < 0)
 		goto out;
-	t0 = now_ms();
+	t0 = t_now_ms();
 	ret = our_handshake(&k, timeout_ms);
 	expect_hs_error(&k, ret, c->expect_err);
 	if (c->raw == RAW_SILENT) {
-		uint64_t took = now_ms() - t0;
+		uint64_t took = t_now_ms() - t0;
 
-		note("gave up after %llu ms", (unsigned long long)took);
+		t_note("gave up after %llu ms", (unsigned long long)took);
 		if (took < 900 || took > 5000)
-			fail(r, "the 1000 ms handshake timeout fired after %llu ms",
+			t_fail(r, "the 1000 ms handshake timeout fired after %llu ms",
 			     (unsigned long long)took);
 	}
 	check_no_ulp(&k);
-	close_fd(&k.fd);
+	t_close_fd(&k.fd);
 	if (c->raw != RAW_SILENT)
-		peer_wait(&k.peer, phase_deadline(k.deadline, PEER_EXIT_MS));
-	peer_stop(&k.peer);
+		t_peer_wait(&k.peer, phase_deadline(k.deadline, PEER_EXIT_MS));
+	t_peer_stop(&k.peer);
 	if (k.peer.out.total)
-		note("raw peer: %.*s", (int)strcspn(k.peer.out.head, "\n"), k.peer.out.head);
+		t_note("raw peer: %.*s", (int)strcspn(k.peer.out.head, "\n"), k.peer.out.head);
 out:
-	if (r->verdict == V_FAIL)
+	if (r->verdict == T_FAIL)
 		peer_diagnose(&k.peer);
 	conn_free(&k);
 }
@@ -2629,10 +1971,10 @@ static const char *case_skip_reason(const struct kt_case *c, char *buf, size_t l
 /* In the forked case process: run, report, exit. */
 static void case_child(const struct kt_case *c)
 {
-	struct result r = { .verdict = V_PASS };
-	int fds0 = count_fds(), fds1;
+	struct t_result r = { .verdict = T_PASS };
+	int fds0 = t_count_fds(), fds1;
 
-	case_t0 = now_ms();
+	t_case_t0 = t_now_ms();
 	switch (c->kind) {
 	case K_DATA:
 		case_data(c, &r);
@@ -2647,13 +1989,13 @@ static void case_child(const struct kt_case *c)
 		break;
 	}
 	/* Every descriptor the case opened is closed again. */
-	fds1 = count_fds();
+	fds1 = t_count_fds();
 	if (fds1 != fds0)
-		fail(&r, "fd leak: %d open descriptors before the case, %d after", fds0, fds1);
+		t_fail(&r, "fd leak: %d open descriptors before the case, %d after", fds0, fds1);
 	else if (c->kind != K_DATA)
-		note("open descriptors before and after: %d", fds0);
+		t_note("open descriptors before and after: %d", fds0);
 	fflush(stdout);
-	report("result %d %s", (int)r.verdict, r.why);
+	t_report("result %d %s", (int)r.verdict, r.why);
 	/* exit(), not _exit(): a sanitizer build checks the case for leaks. */
 	exit(0);
 }
@@ -2675,7 +2017,7 @@ static void run_case(const struct kt_case *c, struct totals *tot)
 	const char *skip_why;
 	size_t line_len = 0;
 	int verdict = -1, p[2], st = 0;
-	uint64_t t0 = now_ms(), deadline;
+	uint64_t t0 = t_now_ms(), deadline;
 	bool timed_out = false;
 	pid_t pid;
 	ssize_t n;
@@ -2697,7 +2039,7 @@ static void run_case(const struct kt_case *c, struct totals *tot)
 	pid = fork();
 	if (pid == 0) {
 		close(p[0]);
-		report_fd = p[1];
+		t_report_fd = p[1];
 		case_child(c);
 	}
 	close(p[1]);
@@ -2710,7 +2052,7 @@ static void run_case(const struct kt_case *c, struct totals *tot)
 	deadline = t0 + (uint64_t)opt.timeout_s * 1000 + RUNNER_GRACE_MS;
 	for (;;) {
 		struct pollfd pfd = { .fd = p[0], .events = POLLIN };
-		int left = ms_left(deadline);
+		int left = t_ms_left(deadline);
 
 		if (!left) {
 			timed_out = true;
@@ -2754,21 +2096,21 @@ static void run_case(const struct kt_case *c, struct totals *tot)
 	if (timed_out) {
 		snprintf(why, sizeof(why), "still running %d s past its %d s deadline; killed with its peers",
 			 RUNNER_GRACE_MS / 1000, opt.timeout_s);
-		verdict = V_FAIL;
+		verdict = T_FAIL;
 	} else if (verdict < 0) {
 		if (WIFSIGNALED(st))
 			snprintf(why, sizeof(why), "case process killed by signal %d", WTERMSIG(st));
 		else
 			snprintf(why, sizeof(why), "case process exited %d without a result",
 				 WEXITSTATUS(st));
-		verdict = V_FAIL;
+		verdict = T_FAIL;
 	}
 	switch (verdict) {
-	case V_PASS:
-		printf("ok %u - %s (%.1f s)\n", ++tot->num, c->name, (double)(now_ms() - t0) / 1000);
+	case T_PASS:
+		printf("ok %u - %s (%.1f s)\n", ++tot->num, c->name, (double)(t_now_ms() - t0) / 1000);
 		tot->passed++;
 		break;
-	case V_SKIP:
+	case T_SKIP:
 		printf("SKIP %s: %s\n", c->name, why);
 		tot->skipped++;
 		break;
@@ -2781,27 +2123,6 @@ static void run_case(const struct kt_case *c, struct totals *tot)
 }
 
 /* ---- start-up ---------------------------------------------------------------- */
-
-static void find_tool(const char *name, char *out, size_t len)
-{
-	const char *path = getenv("PATH");
-	char dir[PATH_MAX];
-	const char *p, *colon;
-
-	out[0] = '\0';
-	if (!path)
-		path = "/usr/local/bin:/usr/bin:/bin";
-	for (p = path; *p; p = colon + 1) {
-		colon = strchrnul(p, ':');
-		snprintf(dir, sizeof(dir), "%.*s/%s", (int)(colon - p), p, name);
-		if (!access(dir, X_OK)) {
-			snprintf(out, len, "%s", dir);
-			return;
-		}
-		if (!*colon)
-			break;
-	}
-}
 
 static void caps_line(const char *what, uint32_t bits, char *buf, size_t len)
 {
@@ -2938,7 +2259,7 @@ int main(int argc, char **argv)
 				opt.timeout_s = CASE_TIMEOUT_S;
 			break;
 		case 'v':
-			opt.verbose = true;
+			t_verbose = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -2978,9 +2299,9 @@ int main(int argc, char **argv)
 	warm = SSL_CTX_new(TLS_method());
 	SSL_CTX_free(warm);
 
-	find_tool("openssl", tool_openssl, sizeof(tool_openssl));
-	find_tool("gnutls-serv", tool_gnutls_serv, sizeof(tool_gnutls_serv));
-	find_tool("gnutls-cli", tool_gnutls_cli, sizeof(tool_gnutls_cli));
+	t_find_tool("openssl", tool_openssl, sizeof(tool_openssl));
+	t_find_tool("gnutls-serv", tool_gnutls_serv, sizeof(tool_gnutls_serv));
+	t_find_tool("gnutls-cli", tool_gnutls_cli, sizeof(tool_gnutls_cli));
 	probe_kernel();
 	printf("# peers: %s, %s, %s\n", tool_openssl[0] ? tool_openssl : "no openssl",
 	       tool_gnutls_serv[0] ? tool_gnutls_serv : "no gnutls-serv",
@@ -2989,11 +2310,11 @@ int main(int argc, char **argv)
 	       opt.payload / MIB, opt.sendfile_size / MIB, opt.timeout_s,
 	       opt.userspace ? "; USERSPACE CONTROL: our side uses OpenSSL, not kTLS" : "");
 
-	fds0 = count_fds();
+	fds0 = t_count_fds();
 	for (i = 0; i < n_cases; i++)
 		if (case_selected(&cases[i]))
 			run_case(&cases[i], &tot);
-	fds1 = count_fds();
+	fds1 = t_count_fds();
 	if (fds1 != fds0) {
 		printf("not ok %u - runner: %d open descriptors before the cases, %d after\n",
 		       ++tot.num, fds0, fds1);
