@@ -7,6 +7,7 @@
  * finishes. Everything that arrives is bounded and checked before use.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,6 +181,33 @@ fail:
 	return ret;
 }
 
+/*
+ * One descriptor held in reserve: when accept() fails for want of
+ * descriptors the pending connection would keep the listener readable and
+ * the level-triggered loop would spin. Spending the reserve lets us accept
+ * it and hang up, so the caller sees a closed connection and we see the
+ * queue drain.
+ */
+static int ktlshd_spare_fd = -1;
+
+static void ktlshd_ctl_shed(int lfd)
+{
+	static uint64_t last_log_us;
+	int fd;
+
+	if (ktlshd_spare_fd < 0)
+		return;
+	close(ktlshd_spare_fd);
+	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd >= 0)
+		close(fd);
+	ktlshd_spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (ktlshd_now_us() - last_log_us > 1000000) {
+		last_log_us = ktlshd_now_us();
+		log_warn("control: out of file descriptors; refusing control connections");
+	}
+}
+
 struct ktlshd_conn *ktlshd_ctl_accept(int lfd)
 {
 	struct ucred cred;
@@ -187,9 +215,14 @@ struct ktlshd_conn *ktlshd_ctl_accept(int lfd)
 	struct ktlshd_conn *c;
 	int fd;
 
+	if (ktlshd_spare_fd < 0)
+		ktlshd_spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0)
+	if (fd < 0) {
+		if (errno == EMFILE || errno == ENFILE)
+			ktlshd_ctl_shed(lfd);
 		return NULL;
+	}
 	c = calloc(1, sizeof(*c));
 	if (!c || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
 		log_warn("control connection refused: %s", c ? strerror(errno) : "out of memory");
