@@ -29,7 +29,9 @@
 #include <strings.h>
 #include <syslog.h>
 #include <unistd.h>
+#include <netdb.h>
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
@@ -59,6 +61,8 @@ enum config_section {
 	SEC_GLOBAL,
 	SEC_IDENTITY,
 	SEC_CLIENT,
+	SEC_SERVICE,
+	SEC_HANDSHAKE,		/* [handshake]: its own key table, config_hs_keys */
 	SEC_SKIP,		/* reserved for later versions, or broken */
 };
 
@@ -66,6 +70,7 @@ enum config_section {
 #define IN_IDENTITY	(1u << SEC_IDENTITY)
 #define IN_CLIENT	(1u << SEC_CLIENT)
 #define IN_TLS		(IN_IDENTITY | IN_CLIENT)
+#define IN_SERVICE	(1u << SEC_SERVICE)
 
 enum config_line {
 	LINE_BLANK,		/* blank or comment */
@@ -94,7 +99,20 @@ enum config_key_id {
 	K_CIPHERSUITES, K_GROUPS, K_MIN_VERSION, K_TICKETS, K_TRUSTED_PEER,
 	K_ALLOW_UIDS, K_ALLOW_GIDS, K_VERIFY_CLIENT, K_VERIFY, K_CA_FILE,
 	K_CA_DIR, K_CRL_FILE,
+	/* [service NAME] */
+	K_MODE, K_LISTEN, K_BACKEND, K_CONNECT, K_IDENTITY, K_CLIENT_PROFILE,
+	K_PROXY_PROTOCOL, K_MAX_CONNECTIONS, K_IDLE_TIMEOUT, K_FALLBACK,
+	K_DATA_PATH,
 	K_COUNT
+};
+
+/* [handshake] keys (config_hs_keys, below). */
+enum config_hs_key {
+	HK_ENABLED, HK_KEYRINGS, HK_TIMEOUT, HK_VERIFY_CLIENT, HK_CIPHERSUITES,
+	HK_GROUPS, HK_CLIENT_CERT, HK_CLIENT_KEY, HK_CLIENT_CA_FILE,
+	HK_CLIENT_CA_DIR, HK_CLIENT_CRL_FILE, HK_SERVER_CERT, HK_SERVER_KEY,
+	HK_SERVER_CA_FILE, HK_SERVER_CA_DIR, HK_SERVER_CRL_FILE,
+	HK_COUNT
 };
 
 struct config_parser {
@@ -117,13 +135,17 @@ struct config_parser {
 	unsigned int sec_line;
 	struct ktlsh_config_identity *identity;
 	struct ktlsh_config_client *client;
+	struct ktlsh_config_service *service;
 	int cont_key;			/* key continuation lines extend, or -1 */
 	bool orphan_key;		/* the last cert line was refused */
 	unsigned int seen[K_COUNT];	/* line each key was first set on */
+	unsigned int hs_seen[HK_COUNT];	/* the same for [handshake] */
+	int hs_cont;			/* [handshake] key + 1 continuations extend, or 0 */
 	unsigned int global_line;
 	size_t n_identities_cap;
 	size_t n_clients_cap;
 	size_t n_sni_cap;
+	size_t n_services_cap;
 	unsigned int seq;
 	struct config_msgs errors;
 	struct config_msgs warnings;
@@ -784,6 +806,8 @@ static void config_set_ticket_key_file(struct config_parser *p,
 
 static struct ktlsh_config_tls *config_tls(struct config_parser *p)
 {
+	if (p->sec == SEC_SERVICE)
+		return &p->service->tls;	/* alpn only */
 	return p->sec == SEC_IDENTITY ? &p->identity->tls : &p->client->tls;
 }
 
@@ -906,6 +930,11 @@ static void config_set_server_name(struct config_parser *p,
 	    inet_pton(AF_INET6, s, addr) != 1 && !config_hostname_ok(s, false)) {
 		config_bad_value(p, k, value);
 		free(s);
+		return;
+	}
+	if (p->sec == SEC_SERVICE) {
+		free(p->service->server_name);
+		p->service->server_name = s;
 		return;
 	}
 	free(p->client->server_name);
@@ -1130,6 +1159,203 @@ static void config_set_crl_file(struct config_parser *p,
 	config_set_file(p, k, &config_tls(p)->crl_file, value, false, false);
 }
 
+/* ---- setters: services ------------------------------------------------ */
+
+static bool config_name_ok(const char *s);
+
+/*
+ * "ADDR:PORT": ADDR an IPv4 address, an IPv6 address in brackets, or a host
+ * name (resolved now; the first address is used); a listen address may also
+ * be "*" (every IPv4 address). The port is a number.
+ */
+static void config_set_addr(struct config_parser *p, const struct config_key *k,
+			    const char *value, struct ktlsh_config_addr *dst,
+			    bool passive)
+{
+	struct addrinfo hints = {
+		.ai_socktype = SOCK_STREAM,
+		.ai_protocol = IPPROTO_TCP,
+		.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0),
+	};
+	struct addrinfo *res = NULL;
+	char host[KTLSH_CONFIG_HOSTNAME_MAX + 1], q[CONFIG_QUOTE_MAX];
+	const char *h, *port, *rb;
+	unsigned long long v;
+	size_t hlen;
+	int ret;
+
+	if (value[0] == '[') {
+		rb = strchr(value, ']');
+		if (!rb || rb[1] != ':')
+			goto bad;
+		h = value + 1;
+		hlen = rb - h;
+		port = rb + 2;
+	} else {
+		port = strrchr(value, ':');
+		if (!port)
+			goto bad;
+		h = value;
+		hlen = port - value;
+		port++;
+		if (memchr(h, ':', hlen)) {
+			config_err(p, p->lineno,
+				   "%s: write an IPv6 address in brackets, like [::1]:443; got '%s'",
+				   k->name, config_quote(value, q, sizeof(q)));
+			return;
+		}
+	}
+	if (hlen >= sizeof(host) || config_parse_uint(port, 1, 65535, &v))
+		goto bad;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	if (value[0] == '[')
+		hints.ai_flags |= AI_NUMERICHOST;	/* brackets hold an address */
+	if (!strcmp(host, "*")) {
+		if (!passive)
+			goto bad;
+		strcpy(host, "0.0.0.0");
+	}
+	if (!host[0])
+		goto bad;
+	ret = getaddrinfo(host, port, &hints, &res);
+	if (ret == EAI_MEMORY) {
+		p->oom = true;
+		return;
+	}
+	if (ret || !res || res->ai_addrlen > sizeof(dst->ss)) {
+		config_err(p, p->lineno, "%s: cannot resolve '%s': %s", k->name,
+			   config_quote(host, q, sizeof(q)),
+			   ret ? gai_strerror(ret) : "no address");
+		if (res)
+			freeaddrinfo(res);
+		return;
+	}
+	free(dst->host);
+	free(dst->text);
+	memset(&dst->ss, 0, sizeof(dst->ss));
+	memcpy(&dst->ss, res->ai_addr, res->ai_addrlen);
+	dst->len = res->ai_addrlen;
+	dst->line = p->lineno;
+	dst->host = config_strdup(p, host);
+	dst->text = config_strdup(p, value);
+	freeaddrinfo(res);
+	return;
+bad:
+	config_bad_value(p, k, value);
+}
+
+static void config_set_mode(struct config_parser *p, const struct config_key *k,
+			    const char *value)
+{
+	if (!strcmp(value, "terminate"))
+		p->service->mode = KTLSH_SERVICE_TERMINATE;
+	else if (!strcmp(value, "originate"))
+		p->service->mode = KTLSH_SERVICE_ORIGINATE;
+	else
+		config_bad_value(p, k, value);
+}
+
+static void config_set_listen(struct config_parser *p, const struct config_key *k,
+			      const char *value)
+{
+	config_set_addr(p, k, value, &p->service->listen, true);
+}
+
+static void config_set_target(struct config_parser *p, const struct config_key *k,
+			      const char *value)
+{
+	config_set_addr(p, k, value, &p->service->target, false);
+}
+
+/* identity = NAME, client = NAME: resolved once the whole file is read. */
+static void config_set_section_ref(struct config_parser *p,
+				   const struct config_key *k, const char *value)
+{
+	struct ktlsh_config_str *dst = k == &config_keys[K_IDENTITY] ?
+				       &p->service->identity_name :
+				       &p->service->client_name;
+	char *s;
+
+	if (!config_name_ok(value)) {
+		config_bad_value(p, k, value);
+		return;
+	}
+	s = config_strdup(p, value);
+	if (!s)
+		return;
+	free(dst->str);
+	dst->str = s;
+	dst->line = p->lineno;
+}
+
+static void config_set_proxy_protocol(struct config_parser *p,
+				      const struct config_key *k,
+				      const char *value)
+{
+	if (!strcasecmp(value, "v2"))
+		p->service->proxy_protocol = true;
+	else if (!strcasecmp(value, "off") || !strcasecmp(value, "no"))
+		p->service->proxy_protocol = false;
+	else
+		config_bad_value(p, k, value);
+}
+
+static void config_set_max_connections(struct config_parser *p,
+				       const struct config_key *k,
+				       const char *value)
+{
+	unsigned long long v;
+
+	if (config_parse_uint(value, 1, KTLSH_CONFIG_MAX_CONNECTIONS, &v)) {
+		config_bad_value(p, k, value);
+		return;
+	}
+	p->service->max_connections = v;
+}
+
+static void config_set_idle_timeout(struct config_parser *p,
+				    const struct config_key *k,
+				    const char *value)
+{
+	unsigned long long ms;
+
+	if (!strcasecmp(value, "off") || !strcasecmp(value, "never")) {
+		p->service->idle_timeout_ms = 0;
+		return;
+	}
+	/* Checked once a second: anything finer would be a promise not kept. */
+	if (config_parse_duration(value, 7ULL * 86400000, &ms) || (ms && ms < 1000)) {
+		config_bad_value(p, k, value);
+		return;
+	}
+	p->service->idle_timeout_ms = ms;
+}
+
+static void config_set_fallback(struct config_parser *p,
+				const struct config_key *k, const char *value)
+{
+	if (!strcmp(value, "userspace"))
+		p->service->fallback = KTLSH_FALLBACK_USERSPACE;
+	else if (!strcmp(value, "refuse"))
+		p->service->fallback = KTLSH_FALLBACK_REFUSE;
+	else
+		config_bad_value(p, k, value);
+}
+
+static void config_set_data_path(struct config_parser *p,
+				 const struct config_key *k, const char *value)
+{
+	if (!strcmp(value, "auto"))
+		p->service->data_path = KTLSH_DATA_AUTO;
+	else if (!strcmp(value, "copy"))
+		p->service->data_path = KTLSH_DATA_COPY;
+	else if (!strcmp(value, "splice"))
+		p->service->data_path = KTLSH_DATA_SPLICE;
+	else
+		config_bad_value(p, k, value);
+}
+
 static const struct config_key config_keys[K_COUNT] = {
 	[K_SOCKET] = { "socket", IN_GLOBAL, 0,
 		"an absolute path or @abstract-name, at most 107 bytes",
@@ -1154,9 +1380,9 @@ static const struct config_key config_keys[K_COUNT] = {
 	[K_SERVER_NAMES] = { "server_names", IN_IDENTITY, KEY_REPEAT | KEY_CONT,
 		"host names or *.domain wildcards without a trailing dot",
 		config_set_server_names },
-	[K_SERVER_NAME] = { "server_name", IN_CLIENT, 0,
+	[K_SERVER_NAME] = { "server_name", IN_CLIENT | IN_SERVICE, 0,
 		"a host name or IP address", config_set_server_name },
-	[K_ALPN] = { "alpn", IN_TLS, KEY_REPEAT | KEY_CONT,
+	[K_ALPN] = { "alpn", IN_TLS | IN_SERVICE, KEY_REPEAT | KEY_CONT,
 		"protocol names of 1 to 255 bytes, like h2, http/1.1",
 		config_set_alpn },
 	[K_CIPHERS] = { "ciphers", IN_TLS, KEY_CONT,
@@ -1184,7 +1410,376 @@ static const struct config_key config_keys[K_COUNT] = {
 	[K_CA_DIR] = { "ca_dir", IN_TLS, 0, "a path", config_set_ca_dir },
 	[K_CRL_FILE] = { "crl_file", IN_TLS, 0, "a path",
 		config_set_crl_file },
+	[K_MODE] = { "mode", IN_SERVICE, 0, "terminate or originate",
+		config_set_mode },
+	[K_LISTEN] = { "listen", IN_SERVICE, 0,
+		"ADDR:PORT, like 0.0.0.0:443, [::1]:8443 or *:443",
+		config_set_listen },
+	[K_BACKEND] = { "backend", IN_SERVICE, 0,
+		"ADDR:PORT or HOST:PORT, like 127.0.0.1:8080",
+		config_set_target },
+	[K_CONNECT] = { "connect", IN_SERVICE, 0,
+		"HOST:PORT or ADDR:PORT, like example.com:443",
+		config_set_target },
+	[K_IDENTITY] = { "identity", IN_SERVICE, 0,
+		"the name of an [identity NAME] section", config_set_section_ref },
+	[K_CLIENT_PROFILE] = { "client", IN_SERVICE, 0,
+		"the name of a [client NAME] section", config_set_section_ref },
+	[K_PROXY_PROTOCOL] = { "proxy_protocol", IN_SERVICE, 0, "v2 or off",
+		config_set_proxy_protocol },
+	[K_MAX_CONNECTIONS] = { "max_connections", IN_SERVICE, 0,
+		"a number from 1 to 1048576", config_set_max_connections },
+	[K_IDLE_TIMEOUT] = { "idle_timeout", IN_SERVICE, 0,
+		"off or a duration from 1s to 7d, like 5min",
+		config_set_idle_timeout },
+	[K_FALLBACK] = { "fallback", IN_SERVICE, 0, "userspace or refuse",
+		config_set_fallback },
+	[K_DATA_PATH] = { "data_path", IN_SERVICE, 0, "auto, copy or splice",
+		config_set_data_path },
 };
+
+/* ---- [handshake]: the kernel's handshake upcall ----------------------- */
+
+/*
+ * The section has a key table of its own: its keys name the role they are
+ * for (client_cert, server_ca_file, ...), as tlshd.conf's
+ * [authenticate.client] and [authenticate.server] subsections do, so the
+ * shared [identity]/[client] keys would only mislead here.
+ */
+#define CONFIG_HS_KEYRINGS_MAX	16
+#define CONFIG_HS_KEYRING_LEN	255
+
+static int config_key_find(const char *name);
+
+static struct ktlsh_config_hs_role *config_hs_role(struct config_parser *p,
+						   const struct config_key *k)
+{
+	return !strncmp(k->name, "client_", 7) ? &p->cfg->handshake.client :
+						 &p->cfg->handshake.server;
+}
+
+static void config_hs_set_enabled(struct config_parser *p,
+				  const struct config_key *k, const char *value)
+{
+	if (config_parse_bool(value, &p->cfg->handshake.enabled))
+		config_bad_value(p, k, value);
+}
+
+/* A serial as keyctl(1) prints it: decimal, or hex with 0x; 0 if not one. */
+static long config_hs_keyring_serial(const char *s)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!isdigit((unsigned char)s[0]))
+		return 0;
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || *end || !v || v > INT32_MAX)
+		return -1;
+	return (long)v;
+}
+
+/* keyrings = .nvme .nfs 0x1c8b2e7e: names as /proc/keys shows them, or
+ * serials; ';' separates too, as in tlshd.conf. */
+static void config_hs_set_keyrings(struct config_parser *p,
+				   const struct config_key *k, const char *value)
+{
+	struct ktlsh_config_handshake *hs = &p->cfg->handshake;
+	char *copy, *cursor, *item, *c, *s;
+	bool any = false;
+	size_t i;
+
+	copy = config_strdup(p, value);
+	if (!copy)
+		return;
+	for (c = copy; *c; c++)
+		if (*c == ';')
+			*c = ' ';
+	config_for_each_item(item, copy, cursor) {
+		any = true;
+		for (c = item; *c && isgraph((unsigned char)*c); c++)
+			;
+		if (*c || strlen(item) > CONFIG_HS_KEYRING_LEN ||
+		    config_hs_keyring_serial(item) < 0) {
+			config_bad_value(p, k, item);
+			continue;
+		}
+		for (i = 0; i < hs->n_keyrings; i++)
+			if (!strcmp(hs->keyrings[i], item))
+				break;
+		if (i < hs->n_keyrings) {
+			config_warn(p, p->lineno, "keyrings: '%s' is listed twice", item);
+			continue;
+		}
+		if (hs->n_keyrings == CONFIG_HS_KEYRINGS_MAX) {
+			config_err(p, p->lineno, "keyrings: more than %d keyrings",
+				   CONFIG_HS_KEYRINGS_MAX);
+			break;
+		}
+		s = config_strdup(p, item);
+		if (!s)
+			break;
+		if (config_push1(p, &hs->keyrings, hs->n_keyrings, sizeof(*hs->keyrings))) {
+			free(s);
+			break;
+		}
+		hs->keyrings[hs->n_keyrings++] = s;
+	}
+	if (!any)
+		config_bad_value(p, k, value);
+	free(copy);
+}
+
+static void config_hs_set_timeout(struct config_parser *p,
+				  const struct config_key *k, const char *value)
+{
+	unsigned long long ms;
+
+	if (config_parse_duration(value, 3600000, &ms) || !ms) {
+		config_bad_value(p, k, value);
+		return;
+	}
+	p->cfg->handshake.timeout_ms = ms;
+}
+
+static void config_hs_set_verify_client(struct config_parser *p,
+					const struct config_key *k,
+					const char *value)
+{
+	struct ktlsh_config_handshake *hs = &p->cfg->handshake;
+
+	if (!strcasecmp(value, "none"))
+		hs->verify_client = KTLSH_CONFIG_VERIFY_NONE;
+	else if (!strcasecmp(value, "optional"))
+		hs->verify_client = KTLSH_CONFIG_VERIFY_OPTIONAL;
+	else if (!strcasecmp(value, "required"))
+		hs->verify_client = KTLSH_CONFIG_VERIFY_REQUIRED;
+	else
+		config_bad_value(p, k, value);
+}
+
+/* ciphersuites, groups: checked by OpenSSL when the daemon builds the
+ * upcall's contexts; indented lines append with ':'. */
+static void config_hs_set_list(struct config_parser *p,
+			       const struct config_key *k, const char *value)
+{
+	struct ktlsh_config_str *dst = !strcmp(k->name, "groups") ?
+				       &p->cfg->handshake.groups :
+				       &p->cfg->handshake.ciphersuites;
+	const char *c;
+	char *s;
+
+	for (c = value; *c; c++) {
+		if (!isgraph((unsigned char)*c)) {
+			config_bad_value(p, k, value);
+			return;
+		}
+	}
+	if (!*value) {
+		config_bad_value(p, k, value);
+		return;
+	}
+	if (p->kind == LINE_CONT && dst->str) {
+		if (asprintf(&s, "%s:%s", dst->str, value) < 0) {
+			p->oom = true;
+			return;
+		}
+	} else {
+		s = config_strdup(p, value);
+		if (!s)
+			return;
+		dst->line = p->lineno;
+	}
+	free(dst->str);
+	dst->str = s;
+}
+
+static void config_hs_set_cert(struct config_parser *p,
+			       const struct config_key *k, const char *value)
+{
+	config_set_file(p, k, &config_hs_role(p, k)->certkey.cert, value, false, false);
+}
+
+static void config_hs_set_key(struct config_parser *p,
+			      const struct config_key *k, const char *value)
+{
+	config_set_file(p, k, &config_hs_role(p, k)->certkey.key, value, false, true);
+}
+
+static void config_hs_set_ca_file(struct config_parser *p,
+				  const struct config_key *k, const char *value)
+{
+	config_set_file(p, k, &config_hs_role(p, k)->ca_file, value, false, false);
+}
+
+static void config_hs_set_ca_dir(struct config_parser *p,
+				 const struct config_key *k, const char *value)
+{
+	config_set_file(p, k, &config_hs_role(p, k)->ca_dir, value, true, false);
+}
+
+static void config_hs_set_crl_file(struct config_parser *p,
+				   const struct config_key *k, const char *value)
+{
+	config_set_file(p, k, &config_hs_role(p, k)->crl_file, value, false, false);
+}
+
+static const struct config_key config_hs_keys[HK_COUNT] = {
+	[HK_ENABLED] = { "enabled", 0, 0, "yes or no", config_hs_set_enabled },
+	[HK_KEYRINGS] = { "keyrings", 0, KEY_REPEAT | KEY_CONT,
+		"keyring names or serials, like .nvme or 0x1c8b2e7e",
+		config_hs_set_keyrings },
+	[HK_TIMEOUT] = { "timeout", 0, 0, "a duration from 1ms to 1h, like 10s",
+		config_hs_set_timeout },
+	[HK_VERIFY_CLIENT] = { "verify_client", 0, 0, "none, optional or required",
+		config_hs_set_verify_client },
+	[HK_CIPHERSUITES] = { "ciphersuites", 0, KEY_CONT,
+		"an OpenSSL TLS 1.3 ciphersuite list", config_hs_set_list },
+	[HK_GROUPS] = { "groups", 0, KEY_CONT,
+		"an OpenSSL group list, like X25519:P-256", config_hs_set_list },
+	[HK_CLIENT_CERT] = { "client_cert", 0, 0, "a path", config_hs_set_cert },
+	[HK_CLIENT_KEY] = { "client_key", 0, 0, "a path", config_hs_set_key },
+	[HK_CLIENT_CA_FILE] = { "client_ca_file", 0, 0, "a path", config_hs_set_ca_file },
+	[HK_CLIENT_CA_DIR] = { "client_ca_dir", 0, 0, "a path", config_hs_set_ca_dir },
+	[HK_CLIENT_CRL_FILE] = { "client_crl_file", 0, 0, "a path", config_hs_set_crl_file },
+	[HK_SERVER_CERT] = { "server_cert", 0, 0, "a path", config_hs_set_cert },
+	[HK_SERVER_KEY] = { "server_key", 0, 0, "a path", config_hs_set_key },
+	[HK_SERVER_CA_FILE] = { "server_ca_file", 0, 0, "a path", config_hs_set_ca_file },
+	[HK_SERVER_CA_DIR] = { "server_ca_dir", 0, 0, "a path", config_hs_set_ca_dir },
+	[HK_SERVER_CRL_FILE] = { "server_crl_file", 0, 0, "a path", config_hs_set_crl_file },
+};
+
+/* "[handshake]": at most one, without a name. */
+static void config_hs_new(struct config_parser *p, const char *name)
+{
+	struct ktlsh_config_handshake *hs = &p->cfg->handshake;
+
+	if (name) {
+		config_err(p, p->lineno, "[handshake] takes no name");
+		return;
+	}
+	if (hs->line) {
+		config_err(p, p->lineno, "duplicate section [handshake] (first at line %u)",
+			   hs->line);
+		return;
+	}
+	hs->line = p->lineno;
+	hs->enabled = true;
+	hs->verify_client = KTLSH_CONFIG_VERIFY_OPTIONAL;
+	memset(p->hs_seen, 0, sizeof(p->hs_seen));
+	p->hs_cont = 0;
+	p->sec = SEC_HANDSHAKE;
+}
+
+/* A key line or a continuation line inside [handshake]. */
+static void config_hs_handle(struct config_parser *p, const char *name,
+			     const char *value)
+{
+	const struct config_key *k;
+	char q[CONFIG_QUOTE_MAX];
+	int id;
+
+	if (p->kind == LINE_CONT) {
+		if (!p->hs_cont)
+			return;		/* its key line was refused */
+		k = &config_hs_keys[p->hs_cont - 1];
+		if (!(k->flags & KEY_CONT))
+			config_err(p, p->lineno,
+				   "indented line continues '%s', which takes one value; remove the indentation",
+				   k->name);
+		else if (value[0] == '[' || strchr(value, '='))
+			config_err(p, p->lineno,
+				   "indented line continues '%s'; remove the indentation to start a new key or section",
+				   k->name);
+		else
+			k->set(p, k, value);
+		return;
+	}
+	p->hs_cont = 0;
+	if (!*name) {
+		config_err(p, p->lineno, "no key name before '='");
+		return;
+	}
+	for (id = 0; id < HK_COUNT; id++)
+		if (!strcmp(config_hs_keys[id].name, name))
+			break;
+	if (id == HK_COUNT) {
+		if (config_key_find(name) >= 0)
+			config_err(p, p->lineno,
+				   "'%s' is not valid in [handshake]; keys there name the role, like client_cert, server_cert, client_ca_file, server_ca_file",
+				   name);
+		else
+			config_err(p, p->lineno, "unknown key '%s' in [handshake]",
+				   config_quote(name, q, sizeof(q)));
+		return;
+	}
+	k = &config_hs_keys[id];
+	if (p->hs_seen[id] && !(k->flags & KEY_REPEAT)) {
+		config_err(p, p->lineno, "duplicate key '%s' (first set at line %u)",
+			   k->name, p->hs_seen[id]);
+		return;
+	}
+	if (!p->hs_seen[id])
+		p->hs_seen[id] = p->lineno;
+	p->hs_cont = id + 1;
+	k->set(p, k, value);
+}
+
+static void config_hs_check_pair(struct config_parser *p, int cert, int key)
+{
+	if (p->hs_seen[cert] && !p->hs_seen[key])
+		config_err(p, p->hs_seen[cert], "%s: has no %s; add '%s = PATH'",
+			   config_hs_keys[cert].name, config_hs_keys[key].name,
+			   config_hs_keys[key].name);
+	else if (p->hs_seen[key] && !p->hs_seen[cert])
+		config_err(p, p->hs_seen[key], "%s: has no %s; add '%s = PATH'",
+			   config_hs_keys[key].name, config_hs_keys[cert].name,
+			   config_hs_keys[cert].name);
+}
+
+/* Checks that need the whole section, run when the next one starts. */
+static void config_hs_finish(struct config_parser *p)
+{
+	const struct ktlsh_config_handshake *hs = &p->cfg->handshake;
+	static const int server_trust[] = {
+		HK_SERVER_CA_FILE, HK_SERVER_CA_DIR, HK_SERVER_CRL_FILE,
+	};
+	size_t i;
+
+	config_hs_check_pair(p, HK_CLIENT_CERT, HK_CLIENT_KEY);
+	config_hs_check_pair(p, HK_SERVER_CERT, HK_SERVER_KEY);
+	if (hs->verify_client == KTLSH_CONFIG_VERIFY_NONE) {
+		for (i = 0; i < ARRAY_SIZE(server_trust); i++)
+			if (p->hs_seen[server_trust[i]])
+				config_warn(p, p->hs_seen[server_trust[i]],
+					    "%s: has no effect with verify_client = none",
+					    config_hs_keys[server_trust[i]].name);
+	}
+	if (hs->enabled && !p->hs_seen[HK_SERVER_CERT])
+		config_warn(p, hs->line,
+			    "[handshake] has no server_cert: server-side handshakes (nfsd with TLS) work only when the kernel names a certificate in a keyring");
+	p->hs_cont = 0;
+}
+
+static void config_hs_free(struct ktlsh_config_handshake *hs)
+{
+	struct ktlsh_config_hs_role *roles[] = { &hs->client, &hs->server };
+	size_t i;
+
+	for (i = 0; i < hs->n_keyrings; i++)
+		free(hs->keyrings[i]);
+	free(hs->keyrings);
+	free(hs->ciphersuites.str);
+	free(hs->groups.str);
+	for (i = 0; i < ARRAY_SIZE(roles); i++) {
+		free(roles[i]->certkey.cert.str);
+		free(roles[i]->certkey.key.str);
+		free(roles[i]->ca_file.str);
+		free(roles[i]->ca_dir.str);
+		free(roles[i]->crl_file.str);
+	}
+}
 
 /* ---- sections ---------------------------------------------------------- */
 
@@ -1205,6 +1800,65 @@ static void config_check_pairs(struct config_parser *p,
 				   "cert: '%s' has no key; add 'key = PATH' on the line after it",
 				   config_quote(tls->certs[i].cert.str, q,
 						sizeof(q)));
+}
+
+/* A key that the other mode has, reported where it was set. */
+static void config_service_wrong_mode(struct config_parser *p, int key,
+				      const char *mode, const char *hint)
+{
+	if (p->seen[key])
+		config_err(p, p->seen[key], "%s: not valid with mode = %s%s",
+			   config_keys[key].name, mode, hint);
+}
+
+static void config_finish_service(struct config_parser *p)
+{
+	struct ktlsh_config_service *sv = p->service;
+	const struct ktlsh_config_service *o;
+	size_t i;
+
+	if (!sv->mode && !p->seen[K_MODE])
+		config_err(p, p->sec_line,
+			   "[service %s] has no mode; add 'mode = terminate' or 'mode = originate'",
+			   sv->name);
+	if (!sv->listen.len && !p->seen[K_LISTEN])
+		config_err(p, p->sec_line,
+			   "[service %s] has no listen address; add 'listen = ADDR:PORT'",
+			   sv->name);
+	if (sv->mode == KTLSH_SERVICE_TERMINATE) {
+		if (!sv->target.len && !p->seen[K_BACKEND])
+			config_err(p, p->sec_line,
+				   "[service %s] (terminate) has no backend; add 'backend = ADDR:PORT'",
+				   sv->name);
+		config_service_wrong_mode(p, K_CONNECT, "terminate",
+					  "; the plaintext side is 'backend'");
+		config_service_wrong_mode(p, K_CLIENT_PROFILE, "terminate",
+					  "; a terminating service presents an 'identity'");
+		config_service_wrong_mode(p, K_SERVER_NAME, "terminate",
+					  "; server names belong to the [identity]");
+	} else if (sv->mode == KTLSH_SERVICE_ORIGINATE) {
+		if (!sv->target.len && !p->seen[K_CONNECT])
+			config_err(p, p->sec_line,
+				   "[service %s] (originate) has no remote address; add 'connect = HOST:PORT'",
+				   sv->name);
+		config_service_wrong_mode(p, K_BACKEND, "originate",
+					  "; the TLS side is 'connect'");
+		config_service_wrong_mode(p, K_IDENTITY, "originate",
+					  "; an originating service uses a 'client' profile");
+		if (sv->proxy_protocol)
+			config_service_wrong_mode(p, K_PROXY_PROTOCOL, "originate", "");
+	}
+	/* Two services cannot share a listening socket. */
+	for (i = 0; sv->listen.len && i + 1 < p->cfg->n_services; i++) {
+		o = p->cfg->services[i];
+		if (o->listen.len == sv->listen.len &&
+		    !memcmp(&o->listen.ss, &sv->listen.ss, sv->listen.len)) {
+			config_err(p, sv->listen.line,
+				   "listen: %s is already the address of [service %s] at line %u",
+				   sv->listen.text, o->name, o->listen.line);
+			break;
+		}
+	}
 }
 
 /* Checks that need the whole section, run when the next one starts. */
@@ -1237,6 +1891,9 @@ static void config_finish_section(struct config_parser *p)
 						    config_keys[trust_keys[i]].name);
 		}
 		break;
+	case SEC_HANDSHAKE:
+		config_hs_finish(p);
+		break;
 	case SEC_CLIENT:
 		config_check_pairs(p, &cl->tls);
 		if (cl->insecure) {
@@ -1247,12 +1904,16 @@ static void config_finish_section(struct config_parser *p)
 						    config_keys[trust_keys[i]].name);
 		}
 		break;
+	case SEC_SERVICE:
+		config_finish_service(p);
+		break;
 	default:
 		break;
 	}
 	p->sec = SEC_NONE;
 	p->identity = NULL;
 	p->client = NULL;
+	p->service = NULL;
 	p->cont_key = -1;
 }
 
@@ -1333,6 +1994,41 @@ static void config_new_client(struct config_parser *p, const char *name)
 	p->sec = SEC_CLIENT;
 }
 
+static void config_new_service(struct config_parser *p, const char *name)
+{
+	struct ktlsh_config *cfg = p->cfg;
+	const struct ktlsh_config_service *old;
+	struct ktlsh_config_service *sv;
+
+	old = ktlsh_config_service(cfg, name);
+	if (old) {
+		config_err(p, p->lineno,
+			   "duplicate section [service %s] (first at line %u)",
+			   name, old->line);
+		return;
+	}
+	if (config_push(p, &cfg->services, &cfg->n_services,
+			&p->n_services_cap, sizeof(*cfg->services)))
+		return;
+	sv = calloc(1, sizeof(*sv));
+	if (!sv) {
+		p->oom = true;
+		return;
+	}
+	sv->name = config_strdup(p, name);
+	if (!sv->name) {
+		free(sv);
+		return;
+	}
+	sv->line = p->lineno;
+	sv->max_connections = KTLSH_CONFIG_DEFAULT_MAX_CONNECTIONS;
+	sv->idle_timeout_ms = KTLSH_CONFIG_DEFAULT_IDLE_TIMEOUT_MS;
+	config_tls_init(&sv->tls);
+	cfg->services[cfg->n_services++] = sv;
+	p->service = sv;
+	p->sec = SEC_SERVICE;
+}
+
 /* A "[...]" header: text is what lies between the brackets. */
 static void config_section(struct config_parser *p, const char *text,
 			   size_t len)
@@ -1388,6 +2084,17 @@ static void config_section(struct config_parser *p, const char *text,
 		}
 		return;
 	}
+	if (!strcmp(type, "service")) {
+		if (!name)
+			config_err(p, p->lineno, "[service] needs a name: [service NAME]");
+		else if (!config_name_ok(name))
+			config_err(p, p->lineno,
+				   "invalid service name '%s': one word of up to %d letters, digits, '.', '_' or '-'",
+				   config_quote(name, q, sizeof(q)), KTLSH_CONFIG_NAME_MAX);
+		else
+			config_new_service(p, name);
+		return;
+	}
 	if (!strcmp(type, "identity") || !strcmp(type, "client")) {
 		if (!name)
 			config_err(p, p->lineno,
@@ -1403,16 +2110,12 @@ static void config_section(struct config_parser *p, const char *text,
 			config_new_client(p, name);
 		return;
 	}
-	if (!strcmp(type, "service") || !strcmp(type, "handshake")) {
-		/* Reserved for the proxy and the kernel upcall: a config
-		 * written for a later ktlshd still loads here. */
-		config_warn(p, p->lineno,
-			    "[%s] sections are not supported by this version of ktlshd; section ignored",
-			    type);
+	if (!strcmp(type, "handshake")) {
+		config_hs_new(p, name);
 		return;
 	}
 	config_err(p, p->lineno,
-		   "unknown section [%s]; expected [global], [identity NAME] or [client NAME]",
+		   "unknown section [%s]; expected [global], [identity NAME], [client NAME] or [service NAME]",
 		   hdr);
 }
 
@@ -1539,7 +2242,8 @@ static void config_unknown_key(struct config_parser *p, const char *name,
 			       int id)
 {
 	const char *where = p->sec == SEC_GLOBAL ? "[global]" :
-			    p->sec == SEC_IDENTITY ? "[identity]" : "[client]";
+			    p->sec == SEC_IDENTITY ? "[identity]" :
+			    p->sec == SEC_SERVICE ? "[service]" : "[client]";
 	char q[CONFIG_QUOTE_MAX];
 	unsigned int in;
 
@@ -1554,6 +2258,9 @@ static void config_unknown_key(struct config_parser *p, const char *name,
 		   in == IN_GLOBAL ? "[global]" :
 		   in == IN_IDENTITY ? "[identity NAME]" :
 		   in == IN_CLIENT ? "[client NAME]" :
+		   in == IN_SERVICE ? "[service NAME]" :
+		   in == (IN_CLIENT | IN_SERVICE) ? "[client NAME] or [service NAME]" :
+		   in == (IN_TLS | IN_SERVICE) ? "[identity NAME], [client NAME] or [service NAME]" :
 		   "[identity NAME] or [client NAME]");
 }
 
@@ -1596,6 +2303,10 @@ static int config_handler(void *user, const char *section, const char *name,
 	    strcmp(section, p->section)) {
 		config_err(p, p->lineno,
 			   "internal error: libinih read this line differently");
+		return 1;
+	}
+	if (p->sec == SEC_HANDSHAKE) {
+		config_hs_handle(p, name, value);
 		return 1;
 	}
 	if (p->kind == LINE_CONT) {
@@ -1674,6 +2385,49 @@ static void config_check_sni(struct config_parser *p)
 	}
 }
 
+/* A service's identity or client profile: the one named, else the only one. */
+static const void *config_service_ref(struct config_parser *p,
+				      const struct ktlsh_config_service *sv,
+				      const struct ktlsh_config_str *ref,
+				      const char *kind, size_t n, const void *only,
+				      const void *named)
+{
+	char q[CONFIG_QUOTE_MAX];
+
+	if (ref->str) {
+		if (!named)
+			config_err(p, ref->line, "%s: there is no [%s %s]", kind,
+				   kind, config_quote(ref->str, q, sizeof(q)));
+		return named;
+	}
+	if (n == 1)
+		return only;
+	config_err(p, sv->line,
+		   "[service %s] needs '%s = NAME': the file has %zu [%s] sections",
+		   sv->name, kind, n, kind);
+	return NULL;
+}
+
+/* References between sections, once every section is known. */
+static void config_check_services(struct config_parser *p)
+{
+	struct ktlsh_config *cfg = p->cfg;
+	struct ktlsh_config_service *sv;
+	size_t i;
+
+	for (i = 0; i < cfg->n_services; i++) {
+		sv = cfg->services[i];
+		if (sv->mode == KTLSH_SERVICE_TERMINATE)
+			sv->identity = config_service_ref(p, sv, &sv->identity_name, "identity",
+				cfg->n_identities, cfg->n_identities ? cfg->identities[0] : NULL,
+				ktlsh_config_identity(cfg, sv->identity_name.str));
+		else if (sv->mode == KTLSH_SERVICE_ORIGINATE)
+			sv->client = config_service_ref(p, sv, &sv->client_name, "client",
+				cfg->n_clients, cfg->n_clients ? cfg->clients[0] : NULL,
+				ktlsh_config_client(cfg, sv->client_name.str));
+	}
+}
+
 static char *config_basedir(const char *file)
 {
 	const char *slash = strrchr(file, '/');
@@ -1746,10 +2500,26 @@ static void config_free(struct ktlsh_config *cfg)
 		free(cl);
 	}
 	free(cfg->clients);
+	for (i = 0; i < cfg->n_services; i++) {
+		struct ktlsh_config_service *sv = cfg->services[i];
+
+		config_tls_free(&sv->tls);
+		free(sv->listen.host);
+		free(sv->listen.text);
+		free(sv->target.host);
+		free(sv->target.text);
+		free(sv->identity_name.str);
+		free(sv->client_name.str);
+		free(sv->server_name);
+		free(sv->name);
+		free(sv);
+	}
+	free(cfg->services);
 	free(cfg->sni);
 	free(cfg->global.socket);
 	free(cfg->global.user);
 	free(cfg->global.ticket_key_file.str);
+	config_hs_free(&cfg->handshake);
 	free(cfg->warnings);
 	free(cfg->path);
 	free(cfg);
@@ -1803,7 +2573,8 @@ int ktlsh_config_load_buffer(const char *name, const char *buf, size_t len,
 			   "internal error: libinih reported a syntax error at line %d",
 			   r);
 	config_check_sni(&p);
-	if (!cfg->n_identities && !cfg->n_clients && !p.errors.n)
+	config_check_services(&p);
+	if (!cfg->n_identities && !cfg->n_clients && !cfg->handshake.enabled && !p.errors.n)
 		config_warn(&p, 0,
 			    "no [identity NAME] or [client NAME] section; ktlshd will refuse every request");
 	if (p.oom) {
@@ -1970,6 +2741,19 @@ ktlsh_config_client(const struct ktlsh_config *cfg, const char *name)
 	for (i = 0; i < cfg->n_clients; i++)
 		if (!strcmp(cfg->clients[i]->name, name))
 			return cfg->clients[i];
+	return NULL;
+}
+
+const struct ktlsh_config_service *
+ktlsh_config_service(const struct ktlsh_config *cfg, const char *name)
+{
+	size_t i;
+
+	if (!name)
+		return NULL;
+	for (i = 0; i < cfg->n_services; i++)
+		if (!strcmp(cfg->services[i]->name, name))
+			return cfg->services[i];
 	return NULL;
 }
 

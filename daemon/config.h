@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #ifndef KTLSH_MUST_CHECK
@@ -39,6 +40,11 @@
 #define KTLSH_CONFIG_MAX_WORKERS	1024
 #define KTLSH_CONFIG_MAX_INFLIGHT	1048576
 #define KTLSH_CONFIG_HOSTNAME_MAX	253
+#define KTLSH_CONFIG_MAX_CONNECTIONS	1048576	/* per [service] */
+
+/* Defaults of [service NAME] (see ktlshd.conf(5)). */
+#define KTLSH_CONFIG_DEFAULT_MAX_CONNECTIONS	1024
+#define KTLSH_CONFIG_DEFAULT_IDLE_TIMEOUT_MS	300000
 
 /* Protocol versions as on the wire; equal to OpenSSL's TLS1_2_VERSION and
  * TLS1_3_VERSION, without making every user of this header include OpenSSL. */
@@ -115,6 +121,60 @@ struct ktlsh_config_client {
 	char *server_name;		/* default SNI and expected name, or NULL */
 };
 
+/* [service NAME]: ktlshd's proxy mode. */
+enum ktlsh_config_service_mode {
+	KTLSH_SERVICE_TERMINATE = 1,	/* TLS in, plaintext on to a backend */
+	KTLSH_SERVICE_ORIGINATE,	/* plaintext in, TLS on to a remote service */
+};
+
+/* When the kernel cannot carry a connection (no tls ULP, or a negotiated
+ * cipher it lacks). */
+enum ktlsh_config_fallback {
+	KTLSH_FALLBACK_USERSPACE = 0,	/* OpenSSL in user space, same service */
+	KTLSH_FALLBACK_REFUSE,		/* close the connection */
+};
+
+/* How payload crosses the daemon on a kTLS connection. */
+enum ktlsh_config_data_path {
+	KTLSH_DATA_AUTO = 0,		/* splice into kTLS, copy out of it (measured best) */
+	KTLSH_DATA_COPY,		/* io_uring recv/send through a bounded buffer */
+	KTLSH_DATA_SPLICE,		/* io_uring splice through a pipe (no copy) */
+};
+
+/* An ADDR:PORT from the file, resolved when the file is loaded. */
+struct ktlsh_config_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;			/* 0: not set */
+	char *host;			/* as written, without brackets or port */
+	char *text;			/* as written */
+	unsigned int line;
+};
+
+struct ktlsh_config_service {
+	char *name;
+	unsigned int line;		/* of the section header */
+	enum ktlsh_config_service_mode mode;
+	struct ktlsh_config_addr listen;
+	struct ktlsh_config_addr target;	/* terminate: backend; originate: connect */
+	/* terminate: the [identity] presented; originate: the [client]
+	 * profile (trust, client certificate). Named by identity_name /
+	 * client_name (NULL: the only one there is), resolved after the whole
+	 * file is read; the pointers are into this configuration. */
+	struct ktlsh_config_str identity_name;
+	struct ktlsh_config_str client_name;
+	const struct ktlsh_config_identity *identity;
+	const struct ktlsh_config_client *client;
+	/* originate: SNI and the name the certificate must carry. NULL: the
+	 * client profile's server_name, else the host of connect. */
+	char *server_name;
+	struct ktlsh_config_tls tls;	/* only alpn is used */
+	bool proxy_protocol;		/* terminate: PROXY v2 header to the backend */
+	unsigned int max_connections;
+	unsigned int idle_timeout_ms;	/* 0: never */
+	enum ktlsh_config_fallback fallback;
+	enum ktlsh_config_data_path data_path;
+};
+
 /* [global] */
 struct ktlsh_config_global {
 	char *socket;			/* path, or "@name" for an abstract socket */
@@ -129,6 +189,33 @@ struct ktlsh_config_global {
 	struct ktlsh_config_str ticket_key_file;
 };
 
+/*
+ * [handshake]: serve the kernel's handshake upcall (generic netlink family
+ * "handshake", Linux 6.5+) for in-kernel TLS consumers such as NFS
+ * (xprtsec=tls|mtls) and NVMe/TCP, the way tlshd(8) does. The per-role
+ * settings mirror tlshd.conf's [authenticate.client] and
+ * [authenticate.server]; keyrings mirrors [authenticate] keyrings.
+ */
+struct ktlsh_config_hs_role {
+	struct ktlsh_config_certkey certkey;	/* cert.str NULL: none */
+	struct ktlsh_config_str ca_file;	/* NULL with ca_dir NULL: system store */
+	struct ktlsh_config_str ca_dir;
+	struct ktlsh_config_str crl_file;
+};
+
+struct ktlsh_config_handshake {
+	unsigned int line;		/* of the [handshake] header; 0: none */
+	bool enabled;			/* a section with enabled = yes (the default) */
+	char **keyrings;		/* names or serials, linked in at start */
+	size_t n_keyrings;
+	unsigned int timeout_ms;	/* when the kernel gives none; 0: [global] */
+	enum ktlsh_config_verify_client verify_client;	/* server role */
+	struct ktlsh_config_str ciphersuites;	/* TLS 1.3 list; NULL: OpenSSL's */
+	struct ktlsh_config_str groups;		/* NULL: OpenSSL's */
+	struct ktlsh_config_hs_role client;
+	struct ktlsh_config_hs_role server;
+};
+
 struct ktlsh_config_sni;		/* sorted SNI index, private */
 
 struct ktlsh_config {
@@ -136,12 +223,15 @@ struct ktlsh_config {
 	char *path;			/* as given to the loader */
 	char *warnings;			/* "file:line: ..." lines, or NULL */
 	struct ktlsh_config_global global;
+	struct ktlsh_config_handshake handshake;	/* [handshake] */
 	struct ktlsh_config_identity **identities;	/* in file order */
 	size_t n_identities;
 	struct ktlsh_config_client **clients;
 	size_t n_clients;
 	struct ktlsh_config_sni *sni;
 	size_t n_sni;
+	struct ktlsh_config_service **services;	/* in file order */
+	size_t n_services;
 };
 
 /*
@@ -180,6 +270,8 @@ const struct ktlsh_config_identity *
 ktlsh_config_identity(const struct ktlsh_config *cfg, const char *name);
 const struct ktlsh_config_client *
 ktlsh_config_client(const struct ktlsh_config *cfg, const char *name);
+const struct ktlsh_config_service *
+ktlsh_config_service(const struct ktlsh_config *cfg, const char *name);
 
 /*
  * The identity to present for a ClientHello's server name: the identity

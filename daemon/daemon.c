@@ -14,6 +14,7 @@
 #include <syslog.h>
 #include <unistd.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -156,6 +157,7 @@ void ktlshd_status_fill(struct ktlsh_proto_status *st)
 	}
 	if (f)
 		fclose(f);
+	ktlshd_proxy_status(st);
 	ktlshd_runtime_put(rt);
 }
 
@@ -307,6 +309,9 @@ int ktlshd_run(const struct ktlshd_opts *opts)
 	int lfd = -1, sfd = -1, ep = -1, i, n, ret;
 	unsigned workers;
 
+	/* Private keys and ticket keys live in this process: keep them out of
+	 * core dumps and away from same-uid ptrace. */
+	(void)prctl(PR_SET_DUMPABLE, 0);
 	ktlshd_start_us = ktlshd_now_us();
 	ktlshd_config_path = opts->config;
 	ktlshd_log_override = opts->log_level;
@@ -379,6 +384,9 @@ int ktlshd_run(const struct ktlshd_opts *opts)
 		log_err("cannot start workers: %s", strerror(-ret));
 		goto out;
 	}
+	(void)ktlshd_netlink_start(cfg);
+	if ((ret = ktlshd_proxy_start(rt)) != 0)
+		goto stop;
 	ret = ktlshd_drop_privileges(cfg);
 	if (ret) {
 		log_err("cannot drop privileges to %s: %s", cfg->global.user, strerror(-ret));
@@ -455,6 +463,7 @@ stop:
 	close(lfd);
 	lfd = -1;
 	ktlshd_workers_stop();
+	ktlshd_proxy_stop();
 	log_info("stopped");
 out:
 	while (conns) {

@@ -158,15 +158,22 @@ struct ktlshd_job {
 	 * called on the worker when the handshake ends (status 0 = kTLS
 	 * installed, or -errno), while ktlsh_hs_ssl(job->hs) is still there
 	 * to read the peer from; it may keep the socket by setting job->fd to
-	 * -1, and may leave a reply for conn in job->reply. Used by the
-	 * kernel's handshake upcall and the proxy.
+	 * -1, may keep the SSL with ktlshd_job_keep_ssl() (a user-space data
+	 * path where the kernel could not take the keys), and may leave a
+	 * reply for conn in job->reply. Used by the kernel's handshake upcall
+	 * and the proxy.
 	 */
 	void (*done)(struct ktlshd_job *job, int status);
 	/* Optional: per-connection SSL settings (PSK, keyring certificates)
 	 * before the first step; -errno fails the handshake. */
 	int (*prepare)(struct ktlshd_job *job, SSL *ssl);
+	/* Optional: called on the worker once it has let go of the handshake
+	 * (after done, before the job is freed): from here on what done kept
+	 * may move to another thread. */
+	void (*released)(struct ktlshd_job *job);
 	void *done_arg;
 	struct ktlsh_proto_reply *reply;
+	bool user_space;		/* done kept the SSL (ktlshd_job_keep_ssl) */
 
 	/* worker-private */
 	struct ktlsh_hs *hs;
@@ -184,6 +191,11 @@ int ktlshd_workers_submit(struct ktlshd_job *job, unsigned max_inflight);
 void ktlshd_workers_stop(void);
 unsigned ktlshd_workers_count(void);
 void ktlshd_job_free(struct ktlshd_job *job);
+/* From a done hook: a reference of the caller's own to the handshake's
+ * SSL, detached from the handshake's callbacks, to carry on in user space
+ * (only where the kernel took no key: ktlsh_hs_install() failed before
+ * TLS_TX). NULL if there is none. */
+SSL *ktlshd_job_keep_ssl(struct ktlshd_job *job);
 /* The job an SSL belongs to (for OpenSSL callbacks), or NULL. */
 struct ktlshd_job *ktlshd_job_of(const SSL *ssl);
 /* Daemon-wide switches set from the command line. */
@@ -199,6 +211,22 @@ uint64_t ktlshd_now_us(void);
 /* Watch fd on the main thread; handle(arg) runs when it is readable.
  * Sources live as long as the daemon runs. */
 int ktlshd_loop_add(int fd, void (*handle)(void *arg), void *arg);
+
+/* ---- netlink.c: the kernel's handshake upcall ([handshake]) ---- */
+/* Join the "handshake" family's "tlshd" group and serve its requests on the
+ * workers; call after the workers start, before privileges drop. A kernel
+ * without the family is logged, not fatal: the rest keeps working. */
+int ktlshd_netlink_start(const struct ktlsh_config *cfg);
+
+/* ---- proxy.c: [service NAME] sections (terminate / originate) ---- */
+/* Bind every service's listener, register it with the main loop and start
+ * the io_uring data pumps (after the workers, before privileges drop);
+ * logs and returns -errno on failure. Nothing to do without services. */
+int ktlshd_proxy_start(struct ktlshd_runtime *rt);
+/* After the workers stopped: close the listeners, end every connection. */
+void ktlshd_proxy_stop(void);
+/* proxy.* items for `ktlshctl status` (none without services). */
+void ktlshd_proxy_status(struct ktlsh_proto_status *st);
 
 /* ---- main.c ---- */
 extern uint64_t ktlshd_start_us;

@@ -71,6 +71,20 @@ unsigned ktlshd_workers_count(void)
 	return ktlshd_n_workers;
 }
 
+SSL *ktlshd_job_keep_ssl(struct ktlshd_job *job)
+{
+	SSL *ssl = job->hs ? ktlsh_hs_ssl(job->hs) : NULL;
+
+	if (!ssl || !SSL_up_ref(ssl))
+		return NULL;
+	job->user_space = true;
+	/* ktlsh_hs_free() drops the handshake's reference; its message and
+	 * info callbacks point into the handshake, which goes with it. */
+	SSL_set_msg_callback(ssl, NULL);
+	SSL_set_info_callback(ssl, NULL);
+	return ssl;
+}
+
 void ktlshd_job_free(struct ktlshd_job *job)
 {
 	if (!job)
@@ -278,7 +292,13 @@ static void ktlshd_job_finish(struct ktlshd_worker *w, struct ktlshd_job *job, i
 	}
 	if (job->events)
 		(void)epoll_ctl(w->epfd, EPOLL_CTL_DEL, job->fd, NULL);
-	if (status == 0 || (status == -EOPNOTSUPP && ktlshd_handshake_only))
+	/* The completion may keep the socket (it sets job->fd to -1), or the
+	 * SSL to carry on in user space (ktlshd_job_keep_ssl: logged as such). */
+	if (job->done)
+		job->done(job, status);
+	else
+		ktlshd_job_reply_ctl(job, status);
+	if (status == 0 || (status == -EOPNOTSUPP && ktlshd_handshake_only) || job->user_space)
 		log_info("handshake ok peer=%s role=%s identity=%s sni=%s version=%s cipher=%s "
 			 "resumed=%d ms=%.3f%s", job->peer,
 			 job->role == KTLSH_ROLE_SERVER ? "server" : "client",
@@ -286,7 +306,8 @@ static void ktlshd_job_finish(struct ktlshd_worker *w, struct ktlshd_job *job, i
 			 job->server_name[0] ? job->server_name : "-",
 			 info && info->version == TLS1_3_VERSION ? "TLSv1.3" : "TLSv1.2",
 			 info ? info->cipher_name : "-", info ? info->resumed : 0, us / 1000.0,
-			 status ? " (not installed)" : "");
+			 !status ? "" : !job->user_space ? " (not installed)" :
+			 " (kernel TLS not installed: continuing in user space)");
 	else
 		log_info("handshake failed peer=%s role=%s identity=%s sni=%s ms=%.3f err=%s "
 			 "reason=\"%s\"", job->peer,
@@ -299,11 +320,8 @@ static void ktlshd_job_finish(struct ktlshd_worker *w, struct ktlshd_job *job, i
 	if (info && info->resumed && !status)
 		atomic_fetch_add(&ktlshd_stats.resumed, 1);
 
-	/* The completion may keep the socket (it sets job->fd to -1). */
-	if (job->done)
-		job->done(job, status);
-	else
-		ktlshd_job_reply_ctl(job, status);
+	if (job->hs)
+		SSL_set_ex_data(ktlsh_hs_ssl(job->hs), ktlshd_job_idx, NULL);
 
 	/* Give the socket back as found, then let go of it before replying: when
 	 * the application reads the reply the daemon holds nothing of it. */
@@ -312,13 +330,17 @@ static void ktlshd_job_finish(struct ktlshd_worker *w, struct ktlshd_job *job, i
 	if (job->fd >= 0)
 		close(job->fd);
 	job->fd = -1;
+	/* Out of flight before the caller can read its answer, so that status
+	 * asked right after a reply never counts this handshake. */
+	atomic_fetch_sub(&ktlshd_stats.inflight, 1);
 	if (job->reply) {
 		(void)ktlshd_conn_send_reply(job->conn, job->reply);
 		explicit_bzero(job->reply, sizeof(*job->reply));
 		free(job->reply);
 		job->reply = NULL;
 	}
-	atomic_fetch_sub(&ktlshd_stats.inflight, 1);
+	if (job->released)
+		job->released(job);
 	ktlshd_job_free(job);
 }
 
@@ -368,6 +390,8 @@ static void ktlshd_job_start(struct ktlshd_worker *w, struct ktlshd_job *job)
 		atomic_fetch_add(&ktlshd_stats.outcomes[KTLSHD_FAIL_OTHER], 1);
 		atomic_fetch_sub(&ktlshd_stats.inflight, 1);
 		ktlshd_reply_error(job->conn, job->id, -ENOMEM, "out of memory");
+		if (job->released)
+			job->released(job);	/* done never ran: nothing was kept */
 		ktlshd_job_free(job);
 		return;
 	}

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <syslog.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -849,7 +851,7 @@ static void test_err_syntax(void)
 static void test_err_sections(void)
 {
 	EXPECT_ONLY(WEB "\n[frobnicate]\nx = 1\n", 5,
-		    "unknown section [frobnicate]; expected [global], [identity NAME] or [client NAME]");
+		    "unknown section [frobnicate]; expected [global], [identity NAME], [client NAME] or [service NAME]");
 	EXPECT_ONLY("[]\n", 1, "unknown section []");
 	EXPECT_ONLY("[global]\n[global]\nworkers = 2\n", 2,
 		    "duplicate section [global] (first at line 1)");
@@ -874,16 +876,416 @@ static void test_err_sections(void)
 	EXPECT_ONLY("[identity web]\n", 1, "[identity web] has no cert");
 }
 
-static void test_reserved_sections(void)
+/* ---- [service NAME]: the proxy ------------------------------------------ */
+
+static void check_addr(const struct ktlsh_config_addr *a, int family, const char *ip,
+		       unsigned int port)
+{
+	char buf[64] = "";
+	unsigned int p = 0;
+
+	if (a->ss.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&a->ss;
+
+		inet_ntop(AF_INET, &in->sin_addr, buf, sizeof(buf));
+		p = ntohs(in->sin_port);
+	} else if (a->ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&a->ss;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof(buf));
+		p = ntohs(in6->sin6_port);
+	}
+	CU_ASSERT_EQUAL(a->ss.ss_family, family);
+	CU_ASSERT_STRING_EQUAL(buf, ip);
+	CU_ASSERT_EQUAL(p, port);
+	CU_ASSERT(a->len > 0);
+}
+
+static void test_service(void)
+{
+	const struct ktlsh_config_service *t, *o, *d, *p;
+	static const unsigned char wire[] = "\x02h2\x08http/1.1";
+	struct ktlsh_config *cfg;
+
+	cfg = LOAD_OK(WEB						/* 1-3 */
+		      "[client up]\nca_file = ec.pem\nserver_name = up.example\n"
+		      "[service tls]\n"					/* 7 */
+		      "mode = terminate\n"
+		      "listen = 127.0.0.1:8443\n"
+		      "backend = [::1]:8080\n"				/* 10 */
+		      "identity = web\n"
+		      "alpn = h2, http/1.1\n"
+		      "proxy_protocol = v2\n"
+		      "max_connections = 100\n"
+		      "idle_timeout = 90s\n"				/* 15 */
+		      "fallback = refuse\n"
+		      "data_path = splice\n"
+		      "[service out]\n"
+		      "mode = originate\n"
+		      "listen = *:8080\n"				/* 20 */
+		      "connect = 127.0.0.1:443\n"
+		      "server_name = Remote.Example\n"
+		      "client = up\n"
+		      "[service dflt]\nmode = terminate\nlisten = [::1]:9443\n"
+		      "backend = localhost:80\ndata_path = auto\n"
+		      "[service plain]\nmode = originate\nlisten = 127.0.0.1:1\n"
+		      "connect = [::1]:2\nidle_timeout = off\nproxy_protocol = off\n"
+		      "data_path = copy\nfallback = userspace\n");
+	if (!cfg)
+		return;
+	CU_ASSERT_EQUAL(cfg->n_services, 4);
+	t = ktlsh_config_service(cfg, "tls");
+	o = ktlsh_config_service(cfg, "out");
+	d = ktlsh_config_service(cfg, "dflt");
+	p = ktlsh_config_service(cfg, "plain");
+	CU_ASSERT_PTR_NULL(ktlsh_config_service(cfg, "TLS"));
+	CU_ASSERT_PTR_NULL(ktlsh_config_service(cfg, NULL));
+	if (!t || !o || !d || !p)
+		return;
+	CU_ASSERT_STRING_EQUAL(t->name, "tls");
+	CU_ASSERT_EQUAL(t->line, 7);
+	CU_ASSERT_EQUAL(t->mode, KTLSH_SERVICE_TERMINATE);
+	check_addr(&t->listen, AF_INET, "127.0.0.1", 8443);
+	CU_ASSERT_STRING_EQUAL(t->listen.text, "127.0.0.1:8443");
+	CU_ASSERT_EQUAL(t->listen.line, 9);
+	check_addr(&t->target, AF_INET6, "::1", 8080);
+	CU_ASSERT_STRING_EQUAL(t->target.host, "::1");
+	CU_ASSERT_PTR_EQUAL(t->identity, ktlsh_config_identity(cfg, "web"));
+	CU_ASSERT_PTR_NULL(t->client);
+	CU_ASSERT_EQUAL(t->tls.n_alpn, 2);
+	CU_ASSERT_EQUAL(t->tls.alpn_wire_len, sizeof(wire) - 1);
+	CU_ASSERT(!memcmp(t->tls.alpn_wire, wire, sizeof(wire) - 1));
+	CU_ASSERT(t->proxy_protocol);
+	CU_ASSERT_EQUAL(t->max_connections, 100);
+	CU_ASSERT_EQUAL(t->idle_timeout_ms, 90000);
+	CU_ASSERT_EQUAL(t->fallback, KTLSH_FALLBACK_REFUSE);
+	CU_ASSERT_EQUAL(t->data_path, KTLSH_DATA_SPLICE);
+
+	CU_ASSERT_EQUAL(o->mode, KTLSH_SERVICE_ORIGINATE);
+	check_addr(&o->listen, AF_INET, "0.0.0.0", 8080);
+	check_addr(&o->target, AF_INET, "127.0.0.1", 443);
+	CU_ASSERT_STRING_EQUAL(o->server_name, "remote.example");
+	CU_ASSERT_PTR_EQUAL(o->client, ktlsh_config_client(cfg, "up"));
+	CU_ASSERT_PTR_NULL(o->identity);
+	/* Defaults. */
+	CU_ASSERT(!o->proxy_protocol);
+	CU_ASSERT_EQUAL(o->max_connections, KTLSH_CONFIG_DEFAULT_MAX_CONNECTIONS);
+	CU_ASSERT_EQUAL(o->idle_timeout_ms, KTLSH_CONFIG_DEFAULT_IDLE_TIMEOUT_MS);
+	CU_ASSERT_EQUAL(o->fallback, KTLSH_FALLBACK_USERSPACE);
+	CU_ASSERT_EQUAL(o->data_path, KTLSH_DATA_AUTO);
+	CU_ASSERT_EQUAL(o->tls.n_alpn, 0);
+
+	/* The only identity / client profile when none is named; host names
+	 * resolve when the file loads. */
+	CU_ASSERT_PTR_EQUAL(d->identity, ktlsh_config_identity(cfg, "web"));
+	check_addr(&d->listen, AF_INET6, "::1", 9443);
+	CU_ASSERT_STRING_EQUAL(d->target.host, "localhost");
+	CU_ASSERT(d->target.ss.ss_family == AF_INET || d->target.ss.ss_family == AF_INET6);
+	CU_ASSERT_PTR_EQUAL(p->client, ktlsh_config_client(cfg, "up"));
+	CU_ASSERT_PTR_NULL(p->server_name);
+	CU_ASSERT_EQUAL(p->idle_timeout_ms, 0);
+	CU_ASSERT_EQUAL(p->data_path, KTLSH_DATA_COPY);
+	CU_ASSERT_EQUAL(d->data_path, KTLSH_DATA_AUTO);
+	ktlsh_config_put(cfg);
+
+	/* Sections may come in any order: references resolve at the end. */
+	cfg = LOAD_OK("[service s]\nmode = terminate\nlisten = 127.0.0.1:1\n"
+		      "backend = 127.0.0.1:2\nidentity = b\n"
+		      WEB "[identity b]\ncert = ec.pem\nkey = ec.key\n");
+	if (cfg) {
+		t = ktlsh_config_service(cfg, "s");
+		CU_ASSERT_PTR_EQUAL(t ? t->identity : NULL, ktlsh_config_identity(cfg, "b"));
+		ktlsh_config_put(cfg);
+	}
+}
+
+#define SVC_T "[service s]\nmode = terminate\nlisten = 127.0.0.1:8443\nbackend = 127.0.0.1:80\n"
+#define SVC_O "[client c]\n[service s]\nmode = originate\nlisten = 127.0.0.1:8080\n" \
+	      "connect = 127.0.0.1:443\n"
+
+static void test_err_service(void)
+{
+	/* Sections. */
+	EXPECT_ONLY(WEB "[service]\n", 4, "[service] needs a name: [service NAME]");
+	EXPECT_ONLY(WEB "[service a b]\n", 4,
+		    "invalid service name 'a b': one word of up to 32 letters, digits, '.', '_' or '-'");
+	EXPECT_ONLY(WEB SVC_T "[service s]\n", 8, "duplicate section [service s] (first at line 4)");
+	/* Required keys, reported at the header. */
+	EXPECT_ONLY(WEB "[service s]\nlisten = 127.0.0.1:1\nbackend = 127.0.0.1:2\n", 4,
+		    "[service s] has no mode; add 'mode = terminate' or 'mode = originate'");
+	EXPECT_ONLY(WEB "[service s]\nmode = terminate\nbackend = 127.0.0.1:2\n", 4,
+		    "[service s] has no listen address; add 'listen = ADDR:PORT'");
+	EXPECT_ONLY(WEB "[service s]\nmode = terminate\nlisten = 127.0.0.1:2\n", 4,
+		    "[service s] (terminate) has no backend; add 'backend = ADDR:PORT'");
+	EXPECT_ONLY("[client c]\n[service s]\nmode = originate\nlisten = 127.0.0.1:2\n", 2,
+		    "[service s] (originate) has no remote address; add 'connect = HOST:PORT'");
+	/* Keys of the other mode, reported where they are. */
+	EXPECT_ONLY(WEB SVC_T "connect = 127.0.0.1:3\n", 8,
+		    "connect: not valid with mode = terminate; the plaintext side is 'backend'");
+	EXPECT_ONLY(WEB "[client c]\n" SVC_T "client = c\n", 9,
+		    "client: not valid with mode = terminate; a terminating service presents an 'identity'");
+	EXPECT_ONLY(WEB SVC_T "server_name = a.example\n", 8,
+		    "server_name: not valid with mode = terminate; server names belong to the [identity]");
+	EXPECT_ONLY(SVC_O "backend = 127.0.0.1:3\n", 6,
+		    "backend: not valid with mode = originate; the TLS side is 'connect'");
+	EXPECT_ONLY(WEB SVC_O "identity = web\n", 9,
+		    "identity: not valid with mode = originate; an originating service uses a 'client' profile");
+	EXPECT_ONLY(SVC_O "proxy_protocol = v2\n", 6,
+		    "proxy_protocol: not valid with mode = originate");
+	/* References. */
+	EXPECT_ONLY(WEB SVC_T "identity = nope\n", 8, "identity: there is no [identity nope]");
+	EXPECT_ONLY(SVC_O "client = nope\n", 6, "client: there is no [client nope]");
+	EXPECT_ONLY(WEB "[identity b]\ncert = ec.pem\nkey = ec.key\n" SVC_T, 7,
+		    "[service s] needs 'identity = NAME': the file has 2 [identity] sections");
+	EXPECT_ONLY("[client c]\n" SVC_T, 2,
+		    "[service s] needs 'identity = NAME': the file has 0 [identity] sections");
+	EXPECT_ONLY("[client c]\n[client d]\n[service s]\nmode = originate\n"
+		    "listen = 127.0.0.1:1\nconnect = 127.0.0.1:2\n", 3,
+		    "[service s] needs 'client = NAME': the file has 2 [client] sections");
+	EXPECT_ONLY(WEB SVC_T "identity = a/b\n", 8,
+		    "identity: expected the name of an [identity NAME] section, got 'a/b'");
+	/* Values. */
+	EXPECT_ONLY(WEB "[service s]\nmode = proxy\nlisten = 127.0.0.1:1\n", 5,
+		    "mode: expected terminate or originate, got 'proxy'");
+	EXPECT_ERROR(WEB "[service s]\nmode = terminate\nlisten = 8443\n", 6,
+		     "listen: expected ADDR:PORT, like 0.0.0.0:443, [::1]:8443 or *:443, got '8443'");
+	EXPECT_ERROR(WEB "[service s]\nmode = terminate\nlisten = 127.0.0.1:0\n", 6,
+		     "listen: expected ADDR:PORT");
+	EXPECT_ERROR(WEB "[service s]\nmode = terminate\nlisten = 127.0.0.1:65536\n", 6,
+		     "listen: expected ADDR:PORT");
+	EXPECT_ERROR(WEB "[service s]\nmode = terminate\nlisten = 127.0.0.1:http\n", 6,
+		     "listen: expected ADDR:PORT");
+	EXPECT_ERROR(WEB "[service s]\nmode = terminate\nlisten = :443\n", 6,
+		     "listen: expected ADDR:PORT");
+	EXPECT_ERROR(WEB "[service s]\nmode = terminate\nlisten = [::1]443\n", 6,
+		     "listen: expected ADDR:PORT");
+	EXPECT_ERROR(WEB "[service s]\nmode = terminate\nlisten = ::1:443\n", 6,
+		     "listen: write an IPv6 address in brackets, like [::1]:443; got '::1:443'");
+	EXPECT_ERROR(WEB "[service s]\nmode = terminate\nlisten = [zz::1]:443\n", 6,
+		     "listen: cannot resolve 'zz::1': ");
+	EXPECT_ONLY(WEB "[service s]\nmode = terminate\nlisten = 127.0.0.1:1\nbackend = *:80\n", 7,
+		    "backend: expected ADDR:PORT or HOST:PORT, like 127.0.0.1:8080, got '*:80'");
+	EXPECT_ONLY(WEB SVC_T "proxy_protocol = v1\n", 8,
+		    "proxy_protocol: expected v2 or off, got 'v1'");
+	EXPECT_ONLY(WEB SVC_T "max_connections = 0\n", 8,
+		    "max_connections: expected a number from 1 to 1048576, got '0'");
+	EXPECT_ONLY(WEB SVC_T "max_connections = 1048577\n", 8,
+		    "max_connections: expected a number from 1 to 1048576");
+	EXPECT_ONLY(WEB SVC_T "idle_timeout = 500ms\n", 8,
+		    "idle_timeout: expected off or a duration from 1s to 7d, like 5min, got '500ms'");
+	EXPECT_ONLY(WEB SVC_T "idle_timeout = forever\n", 8, "idle_timeout: expected off");
+	EXPECT_ONLY(WEB SVC_T "idle_timeout = 8d\n", 8, "idle_timeout: expected off");
+	EXPECT_ONLY(WEB SVC_T "fallback = maybe\n", 8,
+		    "fallback: expected userspace or refuse, got 'maybe'");
+	EXPECT_ONLY(WEB SVC_T "data_path = zerocopy\n", 8,
+		    "data_path: expected auto, copy or splice, got 'zerocopy'");
+	EXPECT_ONLY(SVC_O "server_name = a..b\n", 6,
+		    "server_name: expected a host name or IP address, got 'a..b'");
+	EXPECT_ONLY(WEB SVC_T "alpn = ,\n", 8, "alpn: expected protocol names");
+	/* Keys: duplicates, unknown, misplaced. */
+	EXPECT_ONLY(WEB SVC_T "mode = originate\n", 8, "duplicate key 'mode' (first set at line 5)");
+	EXPECT_ONLY(WEB SVC_T "foo = 1\n", 8, "unknown key 'foo' in [service]");
+	EXPECT_ONLY(WEB SVC_T "cert = ec.pem\n", 8,
+		    "'cert' is not valid in [service]; it belongs in [identity NAME] or [client NAME]");
+	EXPECT_ONLY("[global]\nmode = terminate\n", 2,
+		    "'mode' is not valid in [global]; it belongs in [service NAME]");
+	EXPECT_ONLY(WEB "server_name = a.example\n", 4,
+		    "'server_name' is not valid in [identity]; it belongs in [client NAME] or [service NAME]");
+	EXPECT_ONLY("[global]\nalpn = h2\n", 2,
+		    "'alpn' is not valid in [global]; it belongs in [identity NAME], [client NAME] or [service NAME]");
+	/* Two services on one address. */
+	EXPECT_ONLY(WEB SVC_T "[service t]\nmode = terminate\nlisten = 127.0.0.1:8443\n"
+		    "backend = 127.0.0.1:81\n", 10,
+		    "listen: 127.0.0.1:8443 is already the address of [service s] at line 6");
+}
+
+/* ---- [handshake]: the kernel's handshake upcall ------------------------ */
+
+static void test_handshake(void)
+{
+	const struct ktlsh_config_handshake *hs;
+	struct ktlsh_config *cfg;
+	char want[PATH_MAX + 64];
+
+	cfg = LOAD_OK("[global]\nhandshake_timeout = 7s\n"
+		      "[handshake]\n"				/* 3 */
+		      "keyrings = .nvme;.nfs 0x1c8b2e7e\n"
+		      "  .nfsd\n"
+		      "timeout = 3s\n"
+		      "verify_client = required\n"
+		      "ciphersuites = TLS_AES_128_GCM_SHA256\n"
+		      "  TLS_AES_256_GCM_SHA384\n"
+		      "groups = X25519:P-256\n"			/* 10 */
+		      "client_cert = ec.pem\n"
+		      "client_key = ec.key\n"
+		      "client_ca_file = ca.pem\n"
+		      "client_crl_file = crl.pem\n"
+		      "server_cert = rsa.pem\n"			/* 15 */
+		      "server_key = rsa.key\n"
+		      "server_ca_dir = cadir\n");
+	if (!cfg)
+		return;
+	hs = &cfg->handshake;
+	CU_ASSERT_EQUAL(hs->line, 3);
+	CU_ASSERT(hs->enabled);
+	CU_ASSERT_EQUAL(hs->n_keyrings, 4);
+	if (hs->n_keyrings == 4) {
+		CU_ASSERT_STRING_EQUAL(hs->keyrings[0], ".nvme");
+		CU_ASSERT_STRING_EQUAL(hs->keyrings[1], ".nfs");
+		CU_ASSERT_STRING_EQUAL(hs->keyrings[2], "0x1c8b2e7e");
+		CU_ASSERT_STRING_EQUAL(hs->keyrings[3], ".nfsd");
+	}
+	CU_ASSERT_EQUAL(hs->timeout_ms, 3000);
+	CU_ASSERT_EQUAL(cfg->global.handshake_timeout_ms, 7000);
+	CU_ASSERT_EQUAL(hs->verify_client, KTLSH_CONFIG_VERIFY_REQUIRED);
+	CU_ASSERT_STRING_EQUAL(hs->ciphersuites.str,
+			       "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384");
+	CU_ASSERT_EQUAL(hs->ciphersuites.line, 8);
+	CU_ASSERT_STRING_EQUAL(hs->groups.str, "X25519:P-256");
+	path_in(want, sizeof(want), "ec.pem");
+	CU_ASSERT_STRING_EQUAL(hs->client.certkey.cert.str, want);
+	CU_ASSERT_EQUAL(hs->client.certkey.cert.line, 11);
+	path_in(want, sizeof(want), "ec.key");
+	CU_ASSERT_STRING_EQUAL(hs->client.certkey.key.str, want);
+	path_in(want, sizeof(want), "ca.pem");
+	CU_ASSERT_STRING_EQUAL(hs->client.ca_file.str, want);
+	CU_ASSERT_PTR_NULL(hs->client.ca_dir.str);
+	path_in(want, sizeof(want), "crl.pem");
+	CU_ASSERT_STRING_EQUAL(hs->client.crl_file.str, want);
+	path_in(want, sizeof(want), "rsa.pem");
+	CU_ASSERT_STRING_EQUAL(hs->server.certkey.cert.str, want);
+	CU_ASSERT_EQUAL(hs->server.certkey.cert.line, 15);
+	path_in(want, sizeof(want), "rsa.key");
+	CU_ASSERT_STRING_EQUAL(hs->server.certkey.key.str, want);
+	path_in(want, sizeof(want), "cadir");
+	CU_ASSERT_STRING_EQUAL(hs->server.ca_dir.str, want);
+	CU_ASSERT_PTR_NULL(hs->server.ca_file.str);
+	/* An upcall-only daemon is a complete configuration. */
+	CU_ASSERT_PTR_NULL(cfg->warnings);
+	ktlsh_config_put(cfg);
+
+	/* Defaults: served, optional client certificates, [global]'s timeout. */
+	cfg = LOAD_OK("[handshake]\nserver_cert = ec.pem\nserver_key = ec.key\n" WEB);
+	if (!cfg)
+		return;
+	hs = &cfg->handshake;
+	CU_ASSERT(hs->enabled);
+	CU_ASSERT_EQUAL(hs->line, 1);
+	CU_ASSERT_EQUAL(hs->verify_client, KTLSH_CONFIG_VERIFY_OPTIONAL);
+	CU_ASSERT_EQUAL(hs->timeout_ms, 0);
+	CU_ASSERT_EQUAL(hs->n_keyrings, 0);
+	CU_ASSERT_PTR_NULL(hs->client.certkey.cert.str);
+	CU_ASSERT_PTR_NULL(hs->ciphersuites.str);
+	/* The section ends at the next header: [identity web] follows it. */
+	CU_ASSERT_EQUAL(cfg->n_identities, 1);
+	CU_ASSERT_PTR_NULL(cfg->warnings);
+	ktlsh_config_put(cfg);
+
+	/* No section: not served. */
+	cfg = LOAD_OK(WEB);
+	if (cfg) {
+		CU_ASSERT_EQUAL(cfg->handshake.line, 0);
+		CU_ASSERT(!cfg->handshake.enabled);
+		ktlsh_config_put(cfg);
+	}
+
+	/* enabled = no keeps the settings but serves nothing. */
+	cfg = LOAD_OK("[handshake]\nenabled = no\nserver_cert = ec.pem\nserver_key = ec.key\n");
+	if (cfg) {
+		CU_ASSERT(!cfg->handshake.enabled);
+		CU_ASSERT(cfg->handshake.server.certkey.cert.str != NULL);
+		CU_ASSERT(cfg->warnings &&
+			  strstr(cfg->warnings, "no [identity NAME] or [client NAME] section"));
+		ktlsh_config_put(cfg);
+	}
+}
+
+#define HS_SERVER "server_cert = ec.pem\nserver_key = ec.key\n"
+
+static void test_err_handshake(void)
+{
+	char many[1024];
+	size_t n;
+	int i;
+
+	EXPECT_ONLY("[handshake nfs]\n", 1, "[handshake] takes no name");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "[handshake]\n", 4,
+		    "duplicate section [handshake] (first at line 1)");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "cert = ec.pem\n", 4,
+		    "'cert' is not valid in [handshake]; keys there name the role, like client_cert, server_cert, client_ca_file, server_ca_file");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "keyring = .nvme\n", 4,
+		    "unknown key 'keyring' in [handshake]");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "= 1\n", 4, "no key name before '='");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "timeout = 1s\ntimeout = 2s\n", 5,
+		    "duplicate key 'timeout' (first set at line 4)");
+	EXPECT_ONLY(WEB "client_cert = ec.pem\n", 4, "unknown key 'client_cert' in [identity]");
+
+	/* Values. */
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "enabled = maybe\n", 4,
+		    "enabled: expected yes or no, got 'maybe'");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "timeout = 0\n", 4,
+		    "timeout: expected a duration from 1ms to 1h, like 10s, got '0'");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "timeout = 2h\n", 4,
+		    "timeout: expected a duration from 1ms to 1h, like 10s, got '2h'");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "verify_client = sometimes\n", 4,
+		    "verify_client: expected none, optional or required, got 'sometimes'");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "keyrings = .nvme 0\n", 4,
+		    "keyrings: expected keyring names or serials, like .nvme or 0x1c8b2e7e, got '0'");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "keyrings = 0x80000000\n", 4,
+		    "keyrings: expected keyring names or serials, like .nvme or 0x1c8b2e7e, got '0x80000000'");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "keyrings = 12abc\n", 4,
+		    "keyrings: expected keyring names or serials, like .nvme or 0x1c8b2e7e, got '12abc'");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "keyrings = ,\n", 4,
+		    "keyrings: expected keyring names or serials, like .nvme or 0x1c8b2e7e, got ','");
+	n = (size_t)snprintf(many, sizeof(many), "[handshake]\n" HS_SERVER "keyrings =");
+	for (i = 0; i < 17; i++)
+		n += (size_t)snprintf(many + n, sizeof(many) - n, " k%d", i);
+	snprintf(many + n, sizeof(many) - n, "\n");
+	EXPECT_ONLY(many, 4, "keyrings: more than 16 keyrings");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "ciphersuites = TLS_AES_128_GCM_SHA256 x\n", 4,
+		    "ciphersuites: expected an OpenSSL TLS 1.3 ciphersuite list, got 'TLS_AES_128_GCM_SHA256 x'");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "timeout = 1s\n  2s\n", 5,
+		    "indented line continues 'timeout', which takes one value; remove the indentation");
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "keyrings = .nvme\n  server_ca_file = ca.pem\n", 5,
+		    "indented line continues 'keyrings'; remove the indentation to start a new key or section");
+
+	/* Pairs and files. */
+	EXPECT_ONLY("[handshake]\n" HS_SERVER "client_cert = ec.pem\n", 4,
+		    "client_cert: has no client_key; add 'client_key = PATH'");
+	EXPECT_ONLY("[handshake]\nserver_key = ec.key\n", 2,
+		    "server_key: has no server_cert; add 'server_cert = PATH'");
+	EXPECT_ERROR("[handshake]\n" HS_SERVER "client_ca_file = nope.pem\n", 4,
+		     "client_ca_file: cannot open '");
+	EXPECT_ERROR("[handshake]\n" HS_SERVER "server_ca_dir = ec.pem\n", 4,
+		     "server_ca_dir: cannot open '");
+	EXPECT_ONLY("[handshake]\nserver_cert = cadir\nserver_key = ec.key\n", 2,
+		    "server_cert: '");
+}
+
+static void test_warn_handshake(void)
 {
 	struct ktlsh_config *cfg;
 
-	cfg = LOAD_OK(WEB "[service proxy]\nlisten = 0.0.0.0:443\n"
-		      "whatever = 1\n[handshake]\nkeyring = x\n");
-	CU_ASSERT(has_warning(cfg, 4,
-		  "[service] sections are not supported by this version of ktlshd; section ignored"));
-	CU_ASSERT(has_warning(cfg, 7, "[handshake] sections are not supported"));
-	ktlsh_config_put(cfg);
+	cfg = LOAD_OK("[handshake]\nkeyrings = .nvme .nvme\n");
+	if (cfg) {
+		CU_ASSERT(has_warning(cfg, 2, "keyrings: '.nvme' is listed twice"));
+		CU_ASSERT(has_warning(cfg, 1,
+			  "[handshake] has no server_cert: server-side handshakes (nfsd with TLS) work only when the kernel names a certificate in a keyring"));
+		CU_ASSERT_EQUAL(cfg->handshake.n_keyrings, 1);
+		ktlsh_config_put(cfg);
+	}
+	cfg = LOAD_OK("[handshake]\n" HS_SERVER "verify_client = none\nserver_ca_file = ca.pem\n");
+	if (cfg) {
+		CU_ASSERT(has_warning(cfg, 5,
+			  "server_ca_file: has no effect with verify_client = none"));
+		ktlsh_config_put(cfg);
+	}
+	cfg = LOAD_OK("[handshake]\nserver_cert = ec.pem\nserver_key = open.key\n");
+	if (cfg) {
+		CU_ASSERT(has_warning(cfg, 3, "server_key: '"));
+		CU_ASSERT(cfg->warnings && strstr(cfg->warnings, "is readable by every user"));
+		ktlsh_config_put(cfg);
+	}
 }
 
 static void test_err_keys(void)
@@ -1208,7 +1610,8 @@ int main(void)
 		{ "errors: the file", test_err_file },
 		{ "errors: syntax", test_err_syntax },
 		{ "errors: sections", test_err_sections },
-		{ "reserved sections", test_reserved_sections },
+		{ "[service]", test_service },
+		{ "errors: [service]", test_err_service },
 		{ "errors: keys", test_err_keys },
 		{ "errors: values", test_err_values },
 		{ "errors: users and groups", test_err_users },
@@ -1218,6 +1621,9 @@ int main(void)
 		{ "errors: permission denied", test_err_eacces },
 		{ "warnings", test_warnings },
 		{ "errors: many, sorted", test_err_many },
+		{ "[handshake]", test_handshake },
+		{ "errors: [handshake]", test_err_handshake },
+		{ "warnings: [handshake]", test_warn_handshake },
 	};
 	CU_pSuite suite;
 	unsigned int failed;
