@@ -391,8 +391,34 @@ static void dir_write(struct proxy_conn *c, struct proxy_dir *d)
 	len = PROXY_BUF_SIZE - off;
 	if (len > d->tail - d->head)
 		len = d->tail - d->head;
-	io_uring_prep_send(sqe, d->dst, d->buf + off, (size_t)len, MSG_NOSIGNAL);
+	/* Into kTLS: an EAGAIN comes back here (MSG_DONTWAIT) rather than
+	 * waiting inside io_uring, to flush an open record first. */
+	io_uring_prep_send(sqe, d->dst, d->buf + off, (size_t)len,
+			   MSG_NOSIGNAL | (d->dst_tls ? MSG_DONTWAIT : 0));
 	conn_track(c, &d->wr, sqe, OP_SEND);
+}
+
+/*
+ * A write that stops short (EAGAIN) can leave bytes the kernel holds back
+ * for more: a splice passes MSG_MORE with every page but the last it was
+ * asked for, so a cut-short splice leaves TCP corked on what it took (and
+ * kTLS's record open); a send() into kTLS cut short leaves its record
+ * open. Under memory pressure the send buffer shrinks below what is
+ * queued, nothing is in flight to free it, POLLOUT never comes and the
+ * connection hangs (seen on 6.1 in the harness; Linux 6.5 added
+ * splice_eof for it). Push both: a zero-length sendmsg() with
+ * TLS_SET_RECORD_TYPE closes an open kTLS record (tls_handle_open_record),
+ * and setting TCP_NODELAY again sends what TCP holds
+ * (tcp_push_pending_frames).
+ */
+static void conn_push(struct proxy_conn *c, struct proxy_dir *d)
+{
+	int one = 1;
+
+	if (d->dst_tls && c->ktls)
+		(void)ktlsh_record_send(d->dst, KTLSH_CT_APPLICATION_DATA, NULL, 0,
+					MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)setsockopt(d->dst, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 /* The next record on a kTLS socket is not data: read it whole, with its type. */
@@ -830,6 +856,8 @@ static void conn_complete(struct proxy_conn *c, struct proxy_op *op, int res)
 			}
 			dir_count(c, d, (uint64_t)res);
 		} else if (res == -EAGAIN || res == -EINTR || res == 0) {
+			if (op->kind == OP_SPLICE_OUT || (d->dst_tls && c->ktls))
+				conn_push(c, d);
 			conn_poll(c, &d->wr, d->dst, POLLOUT, OP_POLL);
 		} else {
 			log_debug("proxy %s peer=%s: write to the %s side: %s", c->svc->name,
@@ -940,15 +968,6 @@ static void pump_tick(struct proxy_pump *p)
 				 c->sc->target.text);
 			atomic_fetch_add(&proxy_stats.failed, 1);
 			conn_close(c, false, "connect timed out");
-		} else if (getenv("DBGSTUCK") && c->stage == PROXY_STAGE_DATA && now - c->last_us > 5000000) {
-			for (int i = 0; i < 2; i++) {
-				struct proxy_dir *d = &c->dir[i];
-				log_info("STUCK %s dir=%d splice=%d filled=%llu space=%llu rd=%d/%d wr=%d/%d eof=%d shut=%d stalled=%d bytes=%llu inpipe=%u",
-					 c->peer, i, d->splice, (unsigned long long)dir_filled(c, d), (unsigned long long)dir_space(c, d),
-					 d->rd.busy, d->rd.kind, d->wr.busy, d->wr.kind, d->eof, d->shut, d->stalled,
-					 (unsigned long long)d->bytes, d->inpipe);
-			}
-			c->last_us = now;
 		} else if ((c->stage == PROXY_STAGE_DATA || c->stage == PROXY_STAGE_HEADER) &&
 			   c->sc->idle_timeout_ms &&
 			   now - c->last_us > 1000ull * c->sc->idle_timeout_ms) {
