@@ -116,9 +116,8 @@ void ktlshd_reply_error(struct ktlshd_conn *c, uint32_t id, int status, const ch
 
 /* A handshake request that was understood but refused gets the reply type
  * the caller waits for (protocol.md): HANDSHAKE_REPLY with the status. */
-__attribute__((format(printf, 4, 5)))
-static void ktlshd_reply_refused(struct ktlshd_conn *c, uint32_t id, int status,
-				 const char *fmt, ...)
+void ktlshd_reply_refused(struct ktlshd_conn *c, uint32_t id, int status,
+			  const char *fmt, ...)
 {
 	va_list ap;
 

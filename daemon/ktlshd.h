@@ -205,6 +205,11 @@ extern bool ktlshd_handshake_only;	/* benchmark: handshake, never install, reply
 void ktlshd_reply_error(struct ktlshd_conn *c, uint32_t id, int status, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+/* A bare HANDSHAKE_REPLY carrying only status and reason: a request refused
+ * up front, or one whose full reply could not be built. */
+void ktlshd_reply_refused(struct ktlshd_conn *c, uint32_t id, int status, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 uint64_t ktlshd_now_us(void);
 
 /* ---- daemon.c: the main loop ---- */

@@ -13,7 +13,11 @@
 #include <string.h>
 #include <syslog.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
@@ -343,6 +347,100 @@ fail:
 	return ret;
 }
 
+/*
+ * OpenSSL 3 builds its algorithm implementations lazily, a whole operation
+ * class (every KDF, every key exchange, ...) on the first fetch of one of
+ * them, and marks the class done even where building one failed for want
+ * of memory. An out-of-memory moment in the first handshake that needs,
+ * say, TLS13-KDF would leave it "unsupported" for the life of the process.
+ * So fetch what handshakes use now, and run one handshake in memory per
+ * identity, while memory is plentiful; later, out of memory can only fail
+ * the handshakes it hits.
+ */
+static void ktlshd_warm_fetch(void)
+{
+	static const char *const kdfs[] = { "TLS13-KDF", "TLS1-PRF", "HKDF" };
+	size_t i;
+
+	for (i = 0; i < sizeof(kdfs) / sizeof(kdfs[0]); i++)
+		EVP_KDF_free(EVP_KDF_fetch(NULL, kdfs[i], NULL));
+	EVP_MAC_free(EVP_MAC_fetch(NULL, "HMAC", NULL));
+	EVP_KEYEXCH_free(EVP_KEYEXCH_fetch(NULL, "X25519", NULL));
+	EVP_KEYMGMT_free(EVP_KEYMGMT_fetch(NULL, "X25519", NULL));
+	EVP_SIGNATURE_free(EVP_SIGNATURE_fetch(NULL, "ECDSA", NULL));
+	EVP_ASYM_CIPHER_free(EVP_ASYM_CIPHER_fetch(NULL, "RSA", NULL));
+	EVP_RAND_free(EVP_RAND_fetch(NULL, "CTR-DRBG", NULL));
+	ERR_clear_error();
+}
+
+/* One handshake of sctx with a throwaway client over a BIO pair, at most
+ * version. Returns 0, or -EPROTO with why filled from OpenSSL. */
+static int ktlshd_warm_handshake(SSL_CTX *sctx, int version, char *why, size_t whylen)
+{
+	SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+	SSL *s = SSL_new(sctx), *c = cctx ? SSL_new(cctx) : NULL;
+	BIO *bs = NULL, *bc = NULL;
+	int rs = 0, rc = 0, i, ret = -ENOMEM;
+
+	if (!s || !c || !BIO_new_bio_pair(&bs, 0, &bc, 0))
+		goto out;
+	SSL_set_bio(s, bs, bs);
+	SSL_set_bio(c, bc, bc);
+	SSL_set_min_proto_version(c, version);
+	SSL_set_max_proto_version(c, version);
+	SSL_set_verify(c, SSL_VERIFY_NONE, NULL);
+	/* Not the identity's client policy (that needs a client certificate),
+	 * nor its tickets (the keys may not exist yet: --check-config). */
+	SSL_set_verify(s, SSL_VERIFY_NONE, NULL);
+	SSL_set_options(s, SSL_OP_NO_TICKET);
+	SSL_set_num_tickets(s, 0);
+	SSL_set_accept_state(s);
+	SSL_set_connect_state(c);
+	for (i = 0; i < 16 && (rs != 1 || rc != 1); i++) {
+		if (rc != 1)
+			rc = SSL_do_handshake(c);
+		if (rs != 1)
+			rs = SSL_do_handshake(s);
+		if ((rc != 1 && SSL_get_error(c, rc) != SSL_ERROR_WANT_READ) ||
+		    (rs != 1 && SSL_get_error(s, rs) != SSL_ERROR_WANT_READ))
+			break;
+	}
+	ret = rs == 1 && rc == 1 ? 0 : -EPROTO;
+out:
+	if (ret) {
+		unsigned long e = ERR_peek_last_error();
+
+		snprintf(why, whylen, "%s", e && ERR_reason_error_string(e) ?
+			 ERR_reason_error_string(e) : strerror(-ret));
+	}
+	ERR_clear_error();
+	SSL_free(c);
+	SSL_free(s);
+	SSL_CTX_free(cctx);
+	return ret;
+}
+
+static void ktlshd_warm(const struct ktlshd_runtime *rt)
+{
+	static const int versions[] = { TLS1_3_VERSION, TLS1_2_VERSION };
+	char why[128];
+	size_t i, v;
+	int min;
+
+	ktlshd_warm_fetch();
+	for (i = 0; i < rt->n_idents; i++) {
+		min = SSL_CTX_get_min_proto_version(rt->idents[i].ctx);
+		for (v = 0; v < 2; v++) {
+			if (min && versions[v] < min)
+				continue;
+			if (ktlshd_warm_handshake(rt->idents[i].ctx, versions[v], why, sizeof(why)))
+				log_warn("identity %s: a %s handshake in memory at load failed: %s",
+					 rt->idents[i].cfg->name,
+					 versions[v] == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2", why);
+		}
+	}
+}
+
 int ktlshd_runtime_build(struct ktlsh_config *cfg, const struct ktlsh_kcaps *caps,
 			 struct ktlshd_runtime **out, char *err, size_t errlen)
 {
@@ -380,6 +478,7 @@ int ktlshd_runtime_build(struct ktlsh_config *cfg, const struct ktlsh_kcaps *cap
 			goto fail;
 		rt->n_clients++;
 	}
+	ktlshd_warm(rt);
 	rt->generation = ++ktlshd_generation;
 	*out = rt;
 	return 0;

@@ -338,6 +338,12 @@ static void ktlshd_job_finish(struct ktlshd_worker *w, struct ktlshd_job *job, i
 		explicit_bzero(job->reply, sizeof(*job->reply));
 		free(job->reply);
 		job->reply = NULL;
+	} else if (!job->done) {
+		/* No memory for the full reply. The caller still gets its answer,
+		 * and fails closed: a socket it is never told about would sit in
+		 * its hands until its own deadline. */
+		ktlshd_reply_refused(job->conn, job->id, status ? status : -ENOMEM,
+				     "ktlshd out of memory while replying");
 	}
 	if (job->released)
 		job->released(job);
