@@ -182,6 +182,7 @@ static void proxy_hs_done(struct ktlshd_job *job, int status)
 			 info && info->reason[0] ? info->reason : strerror(-status));
 		(void)SSL_shutdown(ssl);	/* close_notify, best effort */
 		atomic_fetch_add(&proxy_stats.refused, 1);
+		c->refused = true;
 		c->tls_fd = -1;
 		return;
 	}

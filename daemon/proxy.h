@@ -89,6 +89,7 @@ struct proxy_conn {
 	SSL *ssl;				/* fallback: OpenSSL in user space */
 	int hs_status;
 	bool hs_ok;
+	bool refused;				/* fallback = refuse said no (counted) */
 	char fallback_why[256];
 
 	/* Who and what, for logs and the PROXY header. */

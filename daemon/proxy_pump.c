@@ -738,7 +738,8 @@ static void conn_connect_failed(struct proxy_conn *c, int err)
 static void conn_handshake_back(struct proxy_conn *c)
 {
 	if (!c->hs_ok) {
-		atomic_fetch_add(&proxy_stats.failed, 1);
+		if (!c->refused)
+			atomic_fetch_add(&proxy_stats.failed, 1);
 		conn_close(c, false, "handshake failed");
 		return;
 	}
