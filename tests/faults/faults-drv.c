@@ -42,6 +42,15 @@
  *   raw --connect HOST:PORT [--send STR]
  *       A plaintext TCP client (the recording peer): sends STR, reads until
  *       EOF/reset/timeout and says whether what came back was TLS-shaped.
+ *
+ *   deny-tls-rx --trigger FILE -- PROGRAM [ARGS...]
+ *       Runs PROGRAM (exec, same pid) under a seccomp filter that hands
+ *       every setsockopt(SOL_TLS, TLS_RX) to a supervisor (a forked child,
+ *       SECCOMP_RET_USER_NOTIF): while FILE exists the kernel answers the
+ *       call with EINVAL, as a kernel lacking the receive side of a cipher
+ *       does; otherwise the call goes through. Start-up probes pass, and the
+ *       test decides when the refusals begin. The supervisor prints
+ *       "deny-tls-rx allowed=N refused=M" to stderr when PROGRAM ends.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,16 +68,25 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <linux/tls.h>
+#include <stddef.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/stat.h>
 
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
 static struct {
-	const char *connect, *certs, *dir, *action, *kind, *send;
+	const char *connect, *certs, *dir, *action, *kind, *send, *trigger;
 	int port, to, records, bytes, count, timeout_s, hold_s;
 } opt = {
 	.dir = "s2c", .action = "reset", .kind = "badtag", .count = 1, .timeout_s = 20,
@@ -605,6 +623,113 @@ static void on_alarm(int sig)
 	_exit(124);
 }
 
+/* ---- deny-tls-rx ---------------------------------------------------------------- */
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+
+static volatile unsigned long rx_allowed, rx_refused;
+
+static void rx_report(int sig)
+{
+	char buf[80];
+	int n;
+
+	(void)sig;
+	n = snprintf(buf, sizeof(buf), "deny-tls-rx allowed=%lu refused=%lu\n", rx_allowed,
+		     rx_refused);
+	(void)!write(2, buf, (size_t)n);
+	_exit(0);
+}
+
+/* The supervisor is under the filter too, so the listener never reports
+ * "no tasks left": it ends with PROGRAM through PR_SET_PDEATHSIG. */
+static void rx_supervise(int lfd, pid_t parent)
+{
+	struct seccomp_notif_sizes sz;
+	struct seccomp_notif *req;
+	struct seccomp_notif_resp *resp;
+	struct stat st;
+
+	signal(SIGTERM, rx_report);
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) || getppid() != parent)
+		rx_report(0);
+
+	if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sz))
+		die("SECCOMP_GET_NOTIF_SIZES: %s", strerror(errno));
+	req = calloc(1, sz.seccomp_notif > sizeof(*req) ? sz.seccomp_notif : sizeof(*req));
+	resp = calloc(1, sz.seccomp_notif_resp > sizeof(*resp) ? sz.seccomp_notif_resp :
+		      sizeof(*resp));
+	if (!req || !resp)
+		die("out of memory");
+	for (;;) {
+		memset(req, 0, sz.seccomp_notif);
+		if (ioctl(lfd, SECCOMP_IOCTL_NOTIF_RECV, req)) {
+			if (errno == EINTR)
+				continue;
+			break;	/* ENOENT: every task under the filter is gone */
+		}
+		memset(resp, 0, sz.seccomp_notif_resp);
+		resp->id = req->id;
+		if (stat(opt.trigger, &st) == 0) {
+			resp->error = -EINVAL;
+			rx_refused++;
+		} else {
+			resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+			rx_allowed++;
+		}
+		(void)ioctl(lfd, SECCOMP_IOCTL_NOTIF_SEND, resp);
+	}
+	rx_report(0);
+}
+
+static int mode_deny_tls_rx(char **prog)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_setsockopt, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SOL_TLS, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TLS_RX, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+	};
+	struct sock_fprog fp = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
+	pid_t pid, self = getpid();
+	int lfd;
+
+	if (!opt.trigger || !prog[0])
+		die("usage: faults-drv deny-tls-rx --trigger FILE -- PROGRAM [ARGS...]");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+		die("PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
+	lfd = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+			   &fp);
+	if (lfd < 0)
+		die("seccomp user notification unavailable: %s", strerror(errno));
+	/* The supervisor is a child, so that PROGRAM keeps this pid (the
+	 * test watches its descriptors). It never calls setsockopt(SOL_TLS). */
+	pid = fork();
+	if (pid < 0)
+		die("fork: %s", strerror(errno));
+	if (pid == 0) {
+		alarm(0);
+		rx_supervise(lfd, self);
+	}
+	close(lfd);
+	alarm(0);
+	signal(SIGPIPE, SIG_DFL);
+	signal(SIGALRM, SIG_DFL);
+	execvp(prog[0], prog);
+	die("exec %s: %s", prog[0], strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -621,6 +746,7 @@ int main(int argc, char **argv)
 		{ "count", required_argument, NULL, 'N' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "hold", required_argument, NULL, 'H' },
+		{ "trigger", required_argument, NULL, 'T' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *mode;
@@ -645,6 +771,7 @@ int main(int argc, char **argv)
 		case 'N': opt.count = atoi(optarg); break;
 		case 't': opt.timeout_s = atoi(optarg); break;
 		case 'H': opt.hold_s = atoi(optarg); break;
+		case 'T': opt.trigger = optarg; break;
 		default: die("bad option");
 		}
 	}
@@ -664,5 +791,7 @@ int main(int argc, char **argv)
 		return mode_hold();
 	if (!strcmp(mode, "raw"))
 		return mode_raw();
+	if (!strcmp(mode, "deny-tls-rx"))
+		return mode_deny_tls_rx(argv + optind);
 	die("unknown mode '%s'", mode);
 }
