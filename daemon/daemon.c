@@ -264,9 +264,12 @@ struct ktlshd_source {
 	int fd;
 	void (*handle)(void *arg);
 	void *arg;
+	struct ktlshd_source *next;	/* ktlshd_sources, for the end */
 };
 
 static int ktlshd_ep = -1;
+/* Registered for the life of the loop; freed when it ends. */
+static struct ktlshd_source *ktlshd_sources;
 
 int ktlshd_loop_add(int fd, void (*handle)(void *arg), void *arg)
 {
@@ -286,6 +289,8 @@ int ktlshd_loop_add(int fd, void (*handle)(void *arg), void *arg)
 		free(src);
 		return -errno;
 	}
+	src->next = ktlshd_sources;
+	ktlshd_sources = src;
 	return 0;
 }
 
@@ -481,6 +486,12 @@ out:
 	if (ep >= 0)
 		close(ep);
 	ktlshd_ep = -1;
+	while (ktlshd_sources) {
+		struct ktlshd_source *src = ktlshd_sources;
+
+		ktlshd_sources = src->next;
+		free(src);
+	}
 	free(buf);
 	ktlshd_current_set(NULL);
 	ktlshd_runtime_put(rt);
