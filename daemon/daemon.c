@@ -240,6 +240,8 @@ int ktlshd_check_config(const char *path)
 	ret = ktlsh_config_load(path, &cfg, err, sizeof(err));
 	if (!ret)
 		ret = ktlshd_runtime_build(cfg, &caps, &rt, err, sizeof(err));
+	if (!ret)
+		ret = ktlshd_netlink_check(rt, err, sizeof(err));
 	if (ret) {
 		fprintf(stderr, "%s%s", err, err[0] && err[strlen(err) - 1] == '\n' ? "" : "\n");
 	} else {

@@ -222,6 +222,9 @@ int ktlshd_loop_add(int fd, void (*handle)(void *arg), void *arg);
  * workers; call after the workers start, before privileges drop. A kernel
  * without the family is logged, not fatal: the rest keeps working. */
 int ktlshd_netlink_start(const struct ktlsh_config *cfg);
+/* --check-config: build [handshake]'s TLS contexts once, as a request would;
+ * 0 or -errno with "file:line: ..." in err. */
+int ktlshd_netlink_check(const struct ktlshd_runtime *rt, char *err, size_t errlen);
 
 /* ---- proxy.c: [service NAME] sections (terminate / originate) ---- */
 /* Bind every service's listener, register it with the main loop and start

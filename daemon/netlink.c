@@ -271,6 +271,18 @@ static int ktlshd_nl_ctxs_build(const struct ktlshd_runtime *rt, struct ktlshd_n
 	return 0;
 }
 
+int ktlshd_netlink_check(const struct ktlshd_runtime *rt, char *err, size_t errlen)
+{
+	struct ktlshd_nl_ctxs *c = NULL;
+	int ret;
+
+	if (!rt->cfg->handshake.line || !rt->cfg->handshake.enabled)
+		return 0;
+	ret = ktlshd_nl_ctxs_build(rt, &c, err, errlen);
+	ktlshd_nl_ctxs_put(c);
+	return ret;
+}
+
 /* ===================================================================== */
 /* One request                                                           */
 /* ===================================================================== */
