@@ -240,27 +240,32 @@ struct ktlshd_conn *ktlshd_ctl_accept(int lfd)
 
 /* ---- requests ---- */
 
-/* The passed fd must be a connected TCP socket with no ULP yet. */
+/*
+ * The passed fd must be a connected TCP socket with no ULP yet. Three system
+ * calls on the way that succeeds: SO_PROTOCOL fails with ENOTSOCK on what is
+ * not a socket (no fstat needed), and only a TCP socket (SOCK_STREAM) says
+ * IPPROTO_TCP and answers TCP_INFO, so SO_TYPE is asked only to word a
+ * refusal. libktlsh's engine does not ask the type again: its first call,
+ * TCP_NODELAY, fails on anything but TCP.
+ */
 static int ktlshd_check_socket(int fd, char *why, size_t whylen)
 {
-	struct stat st;
 	struct tcp_info ti;
 	char ulp[16] = "";
 	int type = 0, proto = 0;
 	socklen_t len;
 
-	if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+	len = sizeof(proto);
+	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) < 0 && errno == ENOTSOCK) {
 		snprintf(why, whylen, "the passed descriptor is not a socket");
 		return -ENOTSOCK;
 	}
-	len = sizeof(type);
-	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM) {
-		snprintf(why, whylen, "the passed socket is not a stream socket");
-		return -EPROTOTYPE;
-	}
-	len = sizeof(proto);
-	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) < 0 || proto != IPPROTO_TCP) {
-		snprintf(why, whylen, "the passed socket is not TCP");
+	if (proto != IPPROTO_TCP) {
+		len = sizeof(type);
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM)
+			snprintf(why, whylen, "the passed socket is not a stream socket");
+		else
+			snprintf(why, whylen, "the passed socket is not TCP");
 		return -EPROTOTYPE;
 	}
 	len = sizeof(ti);
@@ -423,7 +428,12 @@ static void ktlshd_handle_handshake(struct ktlshd_conn *c, const struct ktlsh_pr
 	job->deadline_us = job->start_us +
 		1000ull * (req->timeout_ms && req->timeout_ms < cfg->global.handshake_timeout_ms ?
 			   req->timeout_ms : cfg->global.handshake_timeout_ms);
-	ktlshd_peer_name(fd, job->peer, sizeof(job->peer));
+	/* The peer's address serves only the info-level lines of the outcome
+	 * (worker.c). It is taken now, not when the line is written: a peer
+	 * that reset the connection has no address any more, and that is the
+	 * line where it matters most. Below info nothing prints it. */
+	if (ktlshd_log_level >= LOG_INFO)
+		ktlshd_peer_name(fd, job->peer, sizeof(job->peer));
 	job->conn = ktlshd_conn_get(c);
 	job->rt = rt;
 	job->fd = fd;

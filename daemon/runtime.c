@@ -291,6 +291,11 @@ static int ktlshd_ctx_identity(SSL_CTX **out, const struct ktlsh_config *cfg,
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	if (id->tickets) {
 		ktlshd_tickets_attach(ctx);
+		/* One TLS 1.3 ticket, not OpenSSL's default two: a client resumes
+		 * once per connection, and each ticket costs an encoded session, an
+		 * encryption + MAC and a write. The record count (libktlsh) and so
+		 * the kernel's TX sequence number start at 1 accordingly. */
+		SSL_CTX_set_num_tickets(ctx, 1);
 	} else {
 		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 		SSL_CTX_set_num_tickets(ctx, 0);

@@ -14,6 +14,7 @@
  * reply nothing about the connection remains here.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -46,7 +47,24 @@ struct ktlshd_worker {
 	/* owned by the worker thread */
 	struct ktlshd_job **heap;
 	size_t heap_len, heap_cap;
+	size_t peak;			/* most handshakes at once since the last trim */
+	uint64_t idle_since_us;		/* when the heap last became empty */
 };
+
+/*
+ * After a burst, give the memory it freed back to the kernel. glibc keeps
+ * what a burst freed in its arenas (the buffers, SSL objects and jobs of
+ * every handshake that was in flight at once: about 47 KiB each), so a
+ * daemon that once held thousands of silent connections would otherwise
+ * keep that RSS for good. A worker that has been idle (nothing in flight)
+ * for KTLSHD_TRIM_IDLE_US after holding at least KTLSHD_TRIM_MIN_PEAK
+ * handshakes at once calls malloc_trim(0), which trims every arena (the
+ * main thread's, where jobs are allocated, too). A steady trickle never
+ * reaches the peak, so it never pays for the trim and the page faults that
+ * follow one.
+ */
+#define KTLSHD_TRIM_IDLE_US	100000
+#define KTLSHD_TRIM_MIN_PEAK	32
 
 static struct ktlshd_worker *ktlshd_workers;
 static unsigned ktlshd_n_workers;
@@ -151,6 +169,8 @@ static int ktlshd_heap_push(struct ktlshd_worker *w, struct ktlshd_job *job)
 	job->heap_idx = w->heap_len;
 	w->heap[w->heap_len++] = job;
 	ktlshd_heap_up(w, job->heap_idx);
+	if (w->heap_len > w->peak)
+		w->peak = w->heap_len;
 	return 0;
 }
 
@@ -240,7 +260,9 @@ static void ktlshd_reply_peer(struct ktlsh_proto_reply *rep, SSL *ssl)
 static void ktlshd_job_reply_ctl(struct ktlshd_job *job, int status)
 {
 	const struct ktlsh_hs_info *info = job->hs ? ktlsh_hs_info(job->hs) : NULL;
-	struct ktlsh_proto_reply *rep = calloc(1, sizeof(*rep));
+	/* About 9 KiB (room for 32 SANs): malloc, not calloc, since
+	 * ktlsh_proto_reply_init() clears it anyway. */
+	struct ktlsh_proto_reply *rep = malloc(sizeof(*rep));
 	uint64_t us = ktlshd_now_us() - job->start_us;
 
 	job->reply = rep;
@@ -282,6 +304,8 @@ static void ktlshd_job_finish(struct ktlshd_worker *w, struct ktlshd_job *job, i
 	const struct ktlsh_hs_info *info = job->hs ? ktlsh_hs_info(job->hs) : NULL;
 	uint64_t us = ktlshd_now_us() - job->start_us;
 	enum ktlshd_outcome outcome = ktlshd_outcome_of(status);
+	/* Empty when the request came in below log level info (ctl.c). */
+	const char *peer = job->peer[0] ? job->peer : "-";
 
 	ktlshd_heap_remove(w, job);
 	if (job->hs && job->role == KTLSH_ROLE_SERVER && !job->server_name[0]) {
@@ -300,7 +324,7 @@ static void ktlshd_job_finish(struct ktlshd_worker *w, struct ktlshd_job *job, i
 		ktlshd_job_reply_ctl(job, status);
 	if (status == 0 || (status == -EOPNOTSUPP && ktlshd_handshake_only) || job->user_space)
 		log_info("handshake ok peer=%s role=%s identity=%s sni=%s version=%s cipher=%s "
-			 "resumed=%d ms=%.3f%s", job->peer,
+			 "resumed=%d ms=%.3f%s", peer,
 			 job->role == KTLSH_ROLE_SERVER ? "server" : "client",
 			 job->identity[0] ? job->identity : "-",
 			 job->server_name[0] ? job->server_name : "-",
@@ -310,7 +334,7 @@ static void ktlshd_job_finish(struct ktlshd_worker *w, struct ktlshd_job *job, i
 			 " (kernel TLS not installed: continuing in user space)");
 	else
 		log_info("handshake failed peer=%s role=%s identity=%s sni=%s ms=%.3f err=%s "
-			 "reason=\"%s\"", job->peer,
+			 "reason=\"%s\"", peer,
 			 job->role == KTLSH_ROLE_SERVER ? "server" : "client",
 			 job->identity[0] ? job->identity : "-",
 			 job->server_name[0] ? job->server_name : "-", us / 1000.0,
@@ -334,8 +358,10 @@ static void ktlshd_job_finish(struct ktlshd_worker *w, struct ktlshd_job *job, i
 	 * asked right after a reply never counts this handshake. */
 	atomic_fetch_sub(&ktlshd_stats.inflight, 1);
 	if (job->reply) {
+		/* Not wiped: nothing in a reply is secret (the caller was just
+		 * sent all of it), and clearing its 9 KiB again costs more than
+		 * ktlshd's whole parsing of the key log. */
 		(void)ktlshd_conn_send_reply(job->conn, job->reply);
-		explicit_bzero(job->reply, sizeof(*job->reply));
 		free(job->reply);
 		job->reply = NULL;
 	} else if (!job->done) {
@@ -460,6 +486,17 @@ static void *ktlshd_worker_main(void *arg)
 			now = ktlshd_now_us();
 			timeout = w->heap[0]->deadline_us <= now ? 0 :
 				  (int)((w->heap[0]->deadline_us - now + 999) / 1000);
+		} else if (w->peak >= KTLSHD_TRIM_MIN_PEAK) {
+			now = ktlshd_now_us();
+			if (now - w->idle_since_us >= KTLSHD_TRIM_IDLE_US) {
+				log_debug("worker %u: idle after %zu handshakes at once; returning "
+					  "freed memory (malloc_trim)", w->index, w->peak);
+				(void)malloc_trim(0);
+				w->peak = 0;
+			} else {
+				timeout = (int)((w->idle_since_us + KTLSHD_TRIM_IDLE_US - now +
+						 999) / 1000);
+			}
 		}
 		n = epoll_wait(w->epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), timeout);
 		if (n < 0 && errno != EINTR) {
@@ -475,6 +512,10 @@ static void *ktlshd_worker_main(void *arg)
 		now = ktlshd_now_us();
 		while (w->heap_len && w->heap[0]->deadline_us <= now)
 			ktlshd_job_finish(w, w->heap[0], -ETIMEDOUT);
+		if (w->heap_len)
+			w->idle_since_us = 0;
+		else if (!w->idle_since_us)
+			w->idle_since_us = now;
 	}
 	return NULL;
 }

@@ -261,60 +261,87 @@ static int ktlsh_verify_cb(int ok, X509_STORE_CTX *store)
 	return ok;
 }
 
-static int ktlsh_nibble(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
+/* Hex digit -> value + 1; 0 for anything else. One load per nibble. */
+static const uint8_t ktlsh_hex_tab[256] = {
+	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5,
+	['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
+	['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+	['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
 
-/* Runs once per secret per handshake: no sscanf per byte. */
-static int ktlsh_unhex(const char *hex, size_t hex_len, uint8_t *out, size_t cap)
+int ktlsh_unhex(const char *hex, size_t hex_len, uint8_t *out, size_t cap)
 {
+	const unsigned char *h = (const unsigned char *)hex;
+	unsigned hi, lo, bad = 0;
 	size_t i;
-	int hi, lo;
 
 	if (hex_len % 2 || hex_len / 2 > cap)
 		return -EINVAL;
 	for (i = 0; i < hex_len / 2; i++) {
-		hi = ktlsh_nibble(hex[2 * i]);
-		lo = ktlsh_nibble(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return -EINVAL;
-		out[i] = (uint8_t)(hi << 4 | lo);
+		hi = ktlsh_hex_tab[h[2 * i]];
+		lo = ktlsh_hex_tab[h[2 * i + 1]];
+		bad |= !hi | !lo;
+		out[i] = (uint8_t)((hi - 1) << 4 | (lo - 1));
+	}
+	if (bad) {
+		explicit_bzero(out, hex_len / 2);
+		return -EINVAL;
 	}
 	return (int)(hex_len / 2);
 }
 
-/* "LABEL <client_random hex> <secret hex>" (NSS key log format) */
+/*
+ * "LABEL <client_random: 64 hex> <secret hex>" (NSS key log format), as
+ * OpenSSL 3.0 formats it. Of the five TLS 1.3 labels (and TLS 1.2's
+ * CLIENT_RANDOM) only the two application traffic secrets are used; the
+ * others are told apart by the label alone, before any hex is touched.
+ */
+#define KTLSH_KEYLOG_LABEL_LEN	24	/* "CLIENT_TRAFFIC_SECRET_0 " */
+#define KTLSH_KEYLOG_RANDOM_HEX	(2 * KTLSH_RANDOM_LEN)
+
+int ktlsh_keylog_label(const char *line)
+{
+	if (!strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", KTLSH_KEYLOG_LABEL_LEN))
+		return KTLSH_KEYLOG_CLIENT_TRAFFIC_0;
+	if (!strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", KTLSH_KEYLOG_LABEL_LEN))
+		return KTLSH_KEYLOG_SERVER_TRAFFIC_0;
+	return KTLSH_KEYLOG_OTHER;
+}
+
+int ktlsh_keylog_secret(const char *line, uint8_t *out, size_t cap)
+{
+	const char *hex = line + KTLSH_KEYLOG_LABEL_LEN;
+
+	/* The client random is a fixed 64 hex digits: no search for the spaces. */
+	if (strnlen(hex, KTLSH_KEYLOG_RANDOM_HEX + 1) != KTLSH_KEYLOG_RANDOM_HEX + 1 ||
+	    hex[KTLSH_KEYLOG_RANDOM_HEX] != ' ')
+		return -EINVAL;
+	hex += KTLSH_KEYLOG_RANDOM_HEX + 1;
+	return ktlsh_unhex(hex, strlen(hex), out, cap);
+}
+
 static void ktlsh_keylog_cb(const SSL *ssl, const char *line)
 {
 	struct ktlsh_hs *hs = ktlsh_hs_of(ssl);
-	const char *sp1, *sp2;
 	uint8_t *dst;
 	size_t *dst_len;
 	int n;
 
 	if (!hs)
 		return;
-	if (!strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24)) {
+	switch (ktlsh_keylog_label(line)) {
+	case KTLSH_KEYLOG_CLIENT_TRAFFIC_0:
 		dst = hs->secret_client;
 		dst_len = &hs->secret_client_len;
-	} else if (!strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24)) {
+		break;
+	case KTLSH_KEYLOG_SERVER_TRAFFIC_0:
 		dst = hs->secret_server;
 		dst_len = &hs->secret_server_len;
-	} else {
+		break;
+	default:
 		return;
 	}
-	sp1 = strchr(line, ' ');
-	sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-	if (!sp2)
-		return;
-	n = ktlsh_unhex(sp2 + 1, strlen(sp2 + 1), dst, KTLSH_SECRET_MAX);
+	n = ktlsh_keylog_secret(line, dst, KTLSH_SECRET_MAX);
 	*dst_len = n > 0 ? (size_t)n : 0;
 }
 
@@ -381,17 +408,16 @@ int ktlsh_ssl_ctx_setup(SSL_CTX *ctx, const struct ktlsh_kcaps *caps, unsigned f
 static int ktlsh_hs_socket_prepare(struct ktlsh_hs *hs)
 {
 	socklen_t len = sizeof(hs->saved_nodelay);
-	int one = 1, type = 0;
-	socklen_t tlen = sizeof(type);
+	int one = 1;
 
-	if (getsockopt(hs->fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0)
-		return -errno;
-	if (type != SOCK_STREAM)
-		return -ESOCKTNOSUPPORT;
+	/* Reading TCP_NODELAY is also the type check (no SO_TYPE round trip):
+	 * only a TCP socket, which is SOCK_STREAM, answers it. Not a socket:
+	 * ENOTSOCK; any other socket (UDP, raw, AF_UNIX, netlink, ...):
+	 * ENOPROTOOPT or EOPNOTSUPP, depending on the family. */
+	if (getsockopt(hs->fd, IPPROTO_TCP, TCP_NODELAY, &hs->saved_nodelay, &len) < 0)
+		return errno == ENOPROTOOPT || errno == EOPNOTSUPP ? -ESOCKTNOSUPPORT : -errno;
 	hs->saved_fl = fcntl(hs->fd, F_GETFL);
 	if (hs->saved_fl < 0)
-		return -errno;
-	if (getsockopt(hs->fd, IPPROTO_TCP, TCP_NODELAY, &hs->saved_nodelay, &len) < 0)
 		return -errno;
 	/* Flights are small; Nagle plus delayed ACK would stall them ~40 ms. */
 	if (!hs->saved_nodelay &&

@@ -90,6 +90,21 @@ static inline int ktlsh_cur_get_u24(struct ktlsh_cur *c, uint32_t *v)
 	return ret;
 }
 
+/* hs.c: the key log lines OpenSSL hands the keylog callback. */
+enum {
+	KTLSH_KEYLOG_OTHER = 0,		/* a label ktlsh does not use */
+	KTLSH_KEYLOG_CLIENT_TRAFFIC_0,	/* CLIENT_TRAFFIC_SECRET_0 */
+	KTLSH_KEYLOG_SERVER_TRAFFIC_0,	/* SERVER_TRAFFIC_SECRET_0 */
+};
+/* Which secret a line carries, from its label alone. */
+int ktlsh_keylog_label(const char *line);
+/* The secret of a line whose label is one of the two above: its length, or
+ * -EINVAL (malformed, or longer than cap). */
+int ktlsh_keylog_secret(const char *line, uint8_t *out, size_t cap);
+/* Hex (either case, even length) -> bytes: the byte count, or -EINVAL
+ * (odd length, a non-hex digit: out is zeroed; more than cap bytes). */
+int ktlsh_unhex(const char *hex, size_t hex_len, uint8_t *out, size_t cap);
+
 /* hello.c: summaries of ClientHello / ServerHello bodies for the trace. */
 struct ktlsh_hello_summary {
 	uint16_t versions[8];	/* supported_versions, or legacy_version */

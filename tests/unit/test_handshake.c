@@ -747,6 +747,131 @@ static void test_kernel_probe_runs(void)
 	       caps.ulp_err, caps.tls13_tx, caps.tls13_rx, caps.tls12_tx, caps.tls12_rx);
 }
 
+/* The key log's hex: both cases, every digit, and nothing else. */
+static void test_unhex(void)
+{
+	static const char all[] = "00010203040506070809aAbBcCdDeEfF10f0fFFf";
+	static const uint8_t want[] = { 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
+					0x09, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0x10, 0xf0,
+					0xff, 0xff };
+	static const char *const bad[] = { "0g", "g0", "0 ", " 0", "-1", "0x", "+f", "\xff" "0",
+					   "0\x80", ":0", "0@", "`a", "G0", "0/" };
+	uint8_t out[64], ref[1];
+	char hex[3];
+	size_t i;
+	int v;
+
+	CU_ASSERT_EQUAL(ktlsh_unhex(all, strlen(all), out, sizeof(out)), (int)sizeof(want));
+	CU_ASSERT_EQUAL(memcmp(out, want, sizeof(want)), 0);
+	CU_ASSERT_EQUAL(ktlsh_unhex("", 0, out, sizeof(out)), 0);
+	CU_ASSERT_EQUAL(ktlsh_unhex("abc", 3, out, sizeof(out)), -EINVAL);	/* odd */
+	CU_ASSERT_EQUAL(ktlsh_unhex(all, 4, out, 1), -EINVAL);		/* over cap */
+	CU_ASSERT_EQUAL(ktlsh_unhex(all, 2, out, 1), 1);
+	for (i = 0; i < KTLSH_ARRAY_SIZE(bad); i++) {
+		memset(out, 0x55, sizeof(out));
+		CU_ASSERT_EQUAL(ktlsh_unhex(bad[i], 2, out, sizeof(out)), -EINVAL);
+		CU_ASSERT_EQUAL(out[0], 0);	/* no half-parsed secret left behind */
+	}
+	/* a bad digit after good ones fails the whole string */
+	CU_ASSERT_EQUAL(ktlsh_unhex("00112z", 6, out, sizeof(out)), -EINVAL);
+	/* every byte value against sscanf's reading */
+	for (v = 0; v < 256; v++) {
+		snprintf(hex, sizeof(hex), v & 1 ? "%02X" : "%02x", v);
+		CU_ASSERT_EQUAL(t_unhex(hex, ref, sizeof(ref)), 1);
+		CU_ASSERT_EQUAL(ktlsh_unhex(hex, 2, out, sizeof(out)), 1);
+		CU_ASSERT_EQUAL(out[0], ref[0]);
+	}
+}
+
+/* Key log lines as OpenSSL 3.0 writes them: only the two application
+ * traffic secrets are taken, by label, the rest is never parsed. */
+static void test_keylog_lines(void)
+{
+	static const char rnd[] =
+		"3de0a2b4c6d8e0f20416283a4c5e60728496a8bacedef00112233445566778899";
+	static const char *const others[] = {
+		"CLIENT_HANDSHAKE_TRAFFIC_SECRET ", "SERVER_HANDSHAKE_TRAFFIC_SECRET ",
+		"EXPORTER_SECRET ", "CLIENT_EARLY_TRAFFIC_SECRET ", "CLIENT_RANDOM ",
+		"CLIENT_TRAFFIC_SECRET_1 ", "client_traffic_secret_0 ", "CLIENT_TRAFFIC_SECRET_0",
+		"SERVER_TRAFFIC_SECRET_0\t", "",
+	};
+	char line[512], sec_hex[2 * KTLSH_SECRET_MAX + 3];
+	uint8_t secret[KTLSH_SECRET_MAX + 1], out[KTLSH_SECRET_MAX];
+	size_t i, len;
+
+	CU_ASSERT_EQUAL_FATAL(strlen(rnd), 2 * KTLSH_RANDOM_LEN + 1);	/* 65: one too many */
+	for (i = 0; i < sizeof(secret); i++)
+		secret[i] = (uint8_t)(0xa5 ^ (i * 7));
+	for (len = 32; len <= KTLSH_SECRET_MAX; len += 16) {	/* SHA-256, SHA-384 */
+		for (i = 0; i < len; i++)
+			snprintf(sec_hex + 2 * i, 3, "%02x", secret[i]);
+		snprintf(line, sizeof(line), "CLIENT_TRAFFIC_SECRET_0 %.64s %s", rnd, sec_hex);
+		CU_ASSERT_EQUAL(ktlsh_keylog_label(line), KTLSH_KEYLOG_CLIENT_TRAFFIC_0);
+		memset(out, 0, sizeof(out));
+		CU_ASSERT_EQUAL(ktlsh_keylog_secret(line, out, sizeof(out)), (int)len);
+		CU_ASSERT_EQUAL(memcmp(out, secret, len), 0);
+		snprintf(line, sizeof(line), "SERVER_TRAFFIC_SECRET_0 %.64s %s", rnd, sec_hex);
+		CU_ASSERT_EQUAL(ktlsh_keylog_label(line), KTLSH_KEYLOG_SERVER_TRAFFIC_0);
+		CU_ASSERT_EQUAL(ktlsh_keylog_secret(line, out, sizeof(out)), (int)len);
+		CU_ASSERT_EQUAL(memcmp(out, secret, len), 0);
+	}
+	for (i = 0; i < KTLSH_ARRAY_SIZE(others); i++) {
+		snprintf(line, sizeof(line), "%s%.64s %s", others[i], rnd, sec_hex);
+		CU_ASSERT_EQUAL(ktlsh_keylog_label(line), KTLSH_KEYLOG_OTHER);
+	}
+	/* malformed lines under a label that is used */
+	snprintf(line, sizeof(line), "CLIENT_TRAFFIC_SECRET_0 %.63s %s", rnd, sec_hex);
+	CU_ASSERT_EQUAL(ktlsh_keylog_secret(line, out, sizeof(out)), -EINVAL);	/* short random */
+	snprintf(line, sizeof(line), "CLIENT_TRAFFIC_SECRET_0 %s %s", rnd, sec_hex);
+	CU_ASSERT_EQUAL(ktlsh_keylog_secret(line, out, sizeof(out)), -EINVAL);	/* long random */
+	snprintf(line, sizeof(line), "CLIENT_TRAFFIC_SECRET_0 %.64s", rnd);
+	CU_ASSERT_EQUAL(ktlsh_keylog_secret(line, out, sizeof(out)), -EINVAL);	/* no secret */
+	CU_ASSERT_EQUAL(ktlsh_keylog_secret("CLIENT_TRAFFIC_SECRET_0 ", out, sizeof(out)), -EINVAL);
+	snprintf(line, sizeof(line), "CLIENT_TRAFFIC_SECRET_0 %.64s %sx", rnd, sec_hex);
+	CU_ASSERT_EQUAL(ktlsh_keylog_secret(line, out, sizeof(out)), -EINVAL);	/* odd, bad */
+	for (i = 0; i < sizeof(secret); i++)
+		snprintf(sec_hex + 2 * i, 3, "%02x", secret[i]);
+	snprintf(line, sizeof(line), "CLIENT_TRAFFIC_SECRET_0 %.64s %s", rnd, sec_hex);
+	CU_ASSERT_EQUAL(ktlsh_keylog_secret(line, out, sizeof(out)), -EINVAL);	/* 49 bytes */
+}
+
+/* ktlsh_hs_new() refuses what is not TCP with its first system call, and
+ * leaves such a descriptor's flags alone. */
+static void test_not_tcp_refused(void)
+{
+	SSL_CTX *ctx = t_ctx(1, T13, "TLS_AES_128_GCM_SHA256");
+	struct ktlsh_hs_params params = { .role = KTLSH_ROLE_SERVER };
+	struct ktlsh_kcaps caps;
+	struct ktlsh_hs *hs = (struct ktlsh_hs *)1;
+	int u[2], p[2], udp, fds[2];
+
+	memset(&caps, 0xff, sizeof(caps));
+	CU_ASSERT_EQUAL_FATAL(ktlsh_ssl_ctx_setup(ctx, &caps, 0), 0);
+	CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM, 0, u), 0);
+	CU_ASSERT_EQUAL_FATAL(pipe(p), 0);
+	udp = socket(AF_INET, SOCK_DGRAM, 0);
+	CU_ASSERT_FATAL(udp >= 0);
+	CU_ASSERT_EQUAL(ktlsh_hs_new(&hs, ctx, u[0], &params), -ESOCKTNOSUPPORT);
+	CU_ASSERT_PTR_NULL(hs);
+	CU_ASSERT_EQUAL(ktlsh_hs_new(&hs, ctx, udp, &params), -ESOCKTNOSUPPORT);
+	CU_ASSERT_EQUAL(ktlsh_hs_new(&hs, ctx, p[0], &params), -ENOTSOCK);
+	CU_ASSERT_FALSE(fcntl(u[0], F_GETFL) & O_NONBLOCK);
+	CU_ASSERT_FALSE(fcntl(udp, F_GETFL) & O_NONBLOCK);
+	CU_ASSERT_FALSE(fcntl(p[0], F_GETFL) & O_NONBLOCK);
+	/* and a TCP socket is taken */
+	CU_ASSERT_EQUAL_FATAL(t_tcp_pair(fds), 0);
+	CU_ASSERT_EQUAL(ktlsh_hs_new(&hs, ctx, fds[1], &params), 0);
+	ktlsh_hs_free(hs);
+	close(fds[0]);
+	close(fds[1]);
+	close(u[0]);
+	close(u[1]);
+	close(p[0]);
+	close(p[1]);
+	close(udp);
+	SSL_CTX_free(ctx);
+}
+
 int main(void)
 {
 	static const struct t_case cases[] = {
@@ -761,6 +886,9 @@ int main(void)
 		{ "REQUIRE_OFFLOAD narrows the cipher lists", test_ctx_restrict },
 		{ "OpenSSL cipher to kernel cipher", test_cipher_mapping },
 		{ "kernel probe", test_kernel_probe_runs },
+		{ "key log hex: table parser", test_unhex },
+		{ "key log lines: labels first, then the secret", test_keylog_lines },
+		{ "not TCP: refused, flags untouched", test_not_tcp_refused },
 		{ NULL, NULL },
 	};
 	t_real_sys = ktlsh_sys;
