@@ -2003,7 +2003,7 @@ static int kb_cmd_handshake(void)
 		int ret;
 
 		kb_ident_load(need_rsa);
-		sctx = kb_server_ctx(true, 2);
+		sctx = kb_server_ctx(true, 1);	/* one ticket, as ktlshd sends */
 		ret = kb_srv_start(&kb_srv_inproc, sctx, o.server_threads, false);
 		if (ret)
 			kb_die("cannot start the in-process server: %s", strerror(-ret));
@@ -3124,7 +3124,7 @@ static int kb_cmd_handover(void)
 		}
 		if (kb_targets[i].kind == KB_T_INPROCESS && !sctx) {
 			kb_ident_load(strcmp(req.sig, "ecdsa") != 0);
-			sctx = kb_server_ctx(true, 2);
+			sctx = kb_server_ctx(true, 1);	/* one ticket, as ktlshd sends */
 		}
 		setup[i] = calloc((size_t)iters, sizeof(double));
 		accepted[i] = calloc((size_t)iters, sizeof(double));
