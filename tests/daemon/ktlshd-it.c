@@ -97,7 +97,6 @@
 #define KIB			1024
 #define MIB			(1024 * 1024)
 #define CASE_TIMEOUT_S		90
-#define RUNNER_GRACE_MS		15000
 #define SHA256_LEN		32
 #define TAIL_HEAD		2048
 #define TAIL_TAIL		6144
@@ -3827,10 +3826,6 @@ static void case_child(const struct it_case *c)
 	exit(0);
 }
 
-struct totals {
-	unsigned passed, failed, skipped, num;
-};
-
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st;
@@ -3838,70 +3833,21 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 	return flag == FTW_DP ? rmdir(path) : unlink(path);
 }
 
-/* Reap every child (orphans of a killed case come back to us, the
- * subreaper); whatever is still alive after a few seconds is killed. */
-static void reap_children(void)
+static void case_entry(const void *arg)
 {
-	uint64_t deadline = t_now_ms() + 5000;
-	char path[300], line[128];
-	struct dirent *e;
-	pid_t me = getpid();
-	int ppid;
-	DIR *d;
-	FILE *f;
-
-	for (;;) {
-		pid_t pid = waitpid(-1, NULL, WNOHANG);
-
-		if (pid < 0)
-			return;		/* ECHILD: none left */
-		if (pid > 0)
-			continue;
-		if (!t_ms_left(deadline))
-			break;
-		t_msleep(10);
-	}
-	d = opendir("/proc");
-	while (d && (e = readdir(d))) {
-		if (e->d_name[0] < '0' || e->d_name[0] > '9')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/status", e->d_name);
-		f = fopen(path, "re");
-		while (f && fgets(line, sizeof(line), f))
-			if (sscanf(line, "PPid: %d", &ppid) == 1) {
-				if (ppid == me) {
-					printf("    # killing leftover process %s\n", e->d_name);
-					kill(atoi(e->d_name), SIGKILL);
-				}
-				break;
-			}
-		if (f)
-			fclose(f);
-	}
-	if (d)
-		closedir(d);
-	while (waitpid(-1, NULL, 0) > 0)
-		;
+	case_child(arg);
 }
 
 /*
- * Run one case in a child process under its deadline plus grace. A child
- * that overruns or dies is killed with its daemon and peers (the runner is
- * the child subreaper, so orphans come back to it to be reaped), and its
- * scratch directory is removed either way.
+ * One case in a child process (t_run_forked: under its deadline plus
+ * grace, killed with its daemon and peers if it overruns), in a scratch
+ * directory of its own that is removed either way.
  */
-static void run_case(const struct it_case *c, unsigned idx, const char *tmp, struct totals *tot)
+static void run_case(const struct it_case *c, unsigned idx, const char *tmp, struct t_totals *tot)
 {
-	pid_t peers[64];
-	unsigned n_peers = 0, i;
-	char buf[1024], line[1024], why[600] = "", skipbuf[300];
+	char skipbuf[300];
 	const char *skip_why;
-	size_t line_len = 0;
-	int verdict = -1, p[2], st = 0, timeout_s;
-	uint64_t t0 = t_now_ms(), deadline;
-	bool timed_out = false;
-	pid_t pid;
-	ssize_t n;
+	struct t_outcome o;
 
 	skip_why = case_skip_reason(c, skipbuf, sizeof(skipbuf));
 	if (skip_why) {
@@ -3916,96 +3862,9 @@ static void run_case(const struct it_case *c, unsigned idx, const char *tmp, str
 		return;
 	}
 	snprintf(sock_name, sizeof(sock_name), "@ktlsh-it-%d-%u", (int)getpid(), idx);
-	if (pipe2(p, O_CLOEXEC)) {
-		printf("not ok %u - %s: pipe: %s\n", ++tot->num, c->name, strerror(errno));
-		tot->failed++;
-		return;
-	}
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	if (pid == 0) {
-		close(p[0]);
-		t_report_fd = p[1];
-		case_child(c);
-	}
-	close(p[1]);
-	if (pid < 0) {
-		close(p[0]);
-		printf("not ok %u - %s: fork: %s\n", ++tot->num, c->name, strerror(errno));
-		tot->failed++;
-		return;
-	}
-	timeout_s = (opt.timeout_s ? opt.timeout_s : c->timeout_s) * sc.slow;
-	deadline = t0 + (uint64_t)timeout_s * 1000 + RUNNER_GRACE_MS;
-	for (;;) {
-		struct pollfd pfd = { .fd = p[0], .events = POLLIN };
-		int left = t_ms_left(deadline);
-
-		if (!left) {
-			timed_out = true;
-			break;
-		}
-		if (poll(&pfd, 1, left) <= 0)
-			continue;
-		n = read(p[0], buf, sizeof(buf));
-		if (n <= 0) {
-			if (n < 0 && errno == EINTR)
-				continue;
-			break;
-		}
-		for (i = 0; i < (unsigned)n; i++) {
-			if (buf[i] != '\n') {
-				if (line_len < sizeof(line) - 1)
-					line[line_len++] = buf[i];
-				continue;
-			}
-			line[line_len] = '\0';
-			line_len = 0;
-			if (!strncmp(line, "peer ", 5) && n_peers < ARRAY_SIZE(peers))
-				peers[n_peers++] = (pid_t)atoi(line + 5);
-			else if (!strncmp(line, "result ", 7))
-				sscanf(line + 7, "%d %599[^\n]", &verdict, why);
-		}
-	}
-	close(p[0]);
-	if (timed_out)
-		kill(pid, SIGKILL);
-	waitpid(pid, &st, 0);
-	/* Whatever the case left: its daemon and peers die with it
-	 * (PDEATHSIG); make sure, by process group, and reap them. */
-	for (i = 0; i < n_peers; i++)
-		kill(-peers[i], SIGKILL);
-	for (i = 0; i < n_peers; i++)
-		kill(peers[i], SIGKILL);
-	reap_children();
+	t_run_forked((opt.timeout_s ? opt.timeout_s : c->timeout_s) * sc.slow, case_entry, c, &o);
 	nftw(case_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-	if (timed_out) {
-		snprintf(why, sizeof(why), "still running %d s past its %d s deadline; killed with its "
-			 "daemon and peers", RUNNER_GRACE_MS / 1000, timeout_s);
-		verdict = T_FAIL;
-	} else if (verdict < 0) {
-		if (WIFSIGNALED(st))
-			snprintf(why, sizeof(why), "case process killed by signal %d", WTERMSIG(st));
-		else
-			snprintf(why, sizeof(why), "case process exited %d without a result",
-				 WEXITSTATUS(st));
-		verdict = T_FAIL;
-	}
-	switch (verdict) {
-	case T_PASS:
-		printf("ok %u - %s (%.1f s)\n", ++tot->num, c->name, (double)(t_now_ms() - t0) / 1000);
-		tot->passed++;
-		break;
-	case T_SKIP:
-		printf("SKIP %s: %s\n", c->name, why);
-		tot->skipped++;
-		break;
-	default:
-		printf("not ok %u - %s: %s\n", ++tot->num, c->name, why);
-		tot->failed++;
-		break;
-	}
+	t_count_outcome(c->name, &o, tot);
 }
 
 /* ---- start-up ---------------------------------------------------------------- */
@@ -4092,7 +3951,7 @@ int main(int argc, char **argv)
 	char self[PATH_MAX], build[PATH_MAX], path[PATH_MAX + 32];
 	static char certs_abs[PATH_MAX];
 	const char *tmp = getenv("TMPDIR");
-	struct totals tot = { 0 };
+	struct t_totals tot = { 0 };
 	struct sigaction sa;
 	struct stat stt;
 	unsigned i;

@@ -81,7 +81,6 @@
 
 #define MIB			(1024 * 1024)
 #define CASE_TIMEOUT_S		60
-#define RUNNER_GRACE_MS		15000	/* the case's own deadline fires first */
 #define HS_TIMEOUT_MS		20000
 #define PEER_EXIT_MS		10000
 #define SHA256_LEN		32
@@ -2000,27 +1999,18 @@ static void case_child(const struct kt_case *c)
 	exit(0);
 }
 
-struct totals {
-	unsigned passed, failed, skipped, num;
-};
-
-/*
- * Run one case in a child process under the case deadline plus grace. A
- * child that overruns or dies is killed with its peers (the runner is the
- * child subreaper, so orphaned peers come back to it to be reaped).
- */
-static void run_case(const struct kt_case *c, struct totals *tot)
+static void case_entry(const void *arg)
 {
-	pid_t peers[8];
-	unsigned n_peers = 0, i;
-	char buf[1024], line[1024], why[600] = "", skipbuf[300];
+	case_child(arg);
+}
+
+/* One case in a child process (t_run_forked: under its deadline plus
+ * grace, killed with its peers if it overruns). */
+static void run_case(const struct kt_case *c, struct t_totals *tot)
+{
+	char skipbuf[300];
 	const char *skip_why;
-	size_t line_len = 0;
-	int verdict = -1, p[2], st = 0;
-	uint64_t t0 = t_now_ms(), deadline;
-	bool timed_out = false;
-	pid_t pid;
-	ssize_t n;
+	struct t_outcome o;
 
 	skip_why = case_skip_reason(c, skipbuf, sizeof(skipbuf));
 	if (skip_why) {
@@ -2029,97 +2019,8 @@ static void run_case(const struct kt_case *c, struct totals *tot)
 		tot->skipped++;
 		return;
 	}
-	if (pipe2(p, O_CLOEXEC)) {
-		printf("not ok %u - %s: pipe: %s\n", ++tot->num, c->name, strerror(errno));
-		tot->failed++;
-		return;
-	}
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	if (pid == 0) {
-		close(p[0]);
-		t_report_fd = p[1];
-		case_child(c);
-	}
-	close(p[1]);
-	if (pid < 0) {
-		close(p[0]);
-		printf("not ok %u - %s: fork: %s\n", ++tot->num, c->name, strerror(errno));
-		tot->failed++;
-		return;
-	}
-	deadline = t0 + (uint64_t)opt.timeout_s * 1000 + RUNNER_GRACE_MS;
-	for (;;) {
-		struct pollfd pfd = { .fd = p[0], .events = POLLIN };
-		int left = t_ms_left(deadline);
-
-		if (!left) {
-			timed_out = true;
-			break;
-		}
-		if (poll(&pfd, 1, left) <= 0)
-			continue;
-		n = read(p[0], buf, sizeof(buf));
-		if (n <= 0) {
-			if (n < 0 && errno == EINTR)
-				continue;
-			break;
-		}
-		for (i = 0; i < (unsigned)n; i++) {
-			if (buf[i] != '\n') {
-				if (line_len < sizeof(line) - 1)
-					line[line_len++] = buf[i];
-				continue;
-			}
-			line[line_len] = '\0';
-			line_len = 0;
-			if (!strncmp(line, "peer ", 5) && n_peers < ARRAY_SIZE(peers))
-				peers[n_peers++] = (pid_t)atoi(line + 5);
-			else if (!strncmp(line, "result ", 7))
-				sscanf(line + 7, "%d %599[^\n]", &verdict, why);
-		}
-	}
-	close(p[0]);
-	if (timed_out)
-		kill(pid, SIGKILL);
-	waitpid(pid, &st, 0);
-	if (timed_out || verdict < 0) {
-		/* Peers die with their case (PDEATHSIG); make sure, and reap. */
-		for (i = 0; i < n_peers; i++)
-			kill(-peers[i], SIGKILL);
-		for (i = 0; i < n_peers; i++)
-			waitpid(peers[i], NULL, 0);
-	}
-	while (waitpid(-1, NULL, WNOHANG) > 0)
-		;
-	if (timed_out) {
-		snprintf(why, sizeof(why), "still running %d s past its %d s deadline; killed with its peers",
-			 RUNNER_GRACE_MS / 1000, opt.timeout_s);
-		verdict = T_FAIL;
-	} else if (verdict < 0) {
-		if (WIFSIGNALED(st))
-			snprintf(why, sizeof(why), "case process killed by signal %d", WTERMSIG(st));
-		else
-			snprintf(why, sizeof(why), "case process exited %d without a result",
-				 WEXITSTATUS(st));
-		verdict = T_FAIL;
-	}
-	switch (verdict) {
-	case T_PASS:
-		printf("ok %u - %s (%.1f s)\n", ++tot->num, c->name, (double)(t_now_ms() - t0) / 1000);
-		tot->passed++;
-		break;
-	case T_SKIP:
-		printf("SKIP %s: %s\n", c->name, why);
-		tot->skipped++;
-		break;
-	default:
-		printf("not ok %u - %s: %s\n", ++tot->num, c->name, why);
-		tot->failed++;
-		break;
-	}
-	fflush(stdout);
+	t_run_forked(opt.timeout_s, case_entry, c, &o);
+	t_count_outcome(c->name, &o, tot);
 }
 
 /* ---- start-up ---------------------------------------------------------------- */
@@ -2227,7 +2128,7 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct totals tot = { 0 };
+	struct t_totals tot = { 0 };
 	struct sigaction sa;
 	unsigned i;
 	int o, fds0, fds1;

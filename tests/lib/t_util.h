@@ -773,4 +773,189 @@ T_HELPER void t_stream_free(struct t_stream *s)
 	s->md = NULL;
 }
 
+/* ---- the runner: every case in a child process --------------------------- */
+
+/* Past its own deadline a case gets this long before the runner kills it:
+ * the case's deadline fires first and says what it was waiting for. */
+#define T_RUNNER_GRACE_MS	15000
+
+struct t_totals {
+	unsigned passed, failed, skipped, num;
+};
+
+struct t_outcome {
+	int verdict;		/* enum t_verdict */
+	char why[600];
+	double secs;
+};
+
+/* Reap every child (the runner is the child subreaper, so orphans of a
+ * killed case come back to it); whatever is still alive after a few
+ * seconds is killed. */
+T_HELPER void t_reap_children(void)
+{
+	uint64_t deadline = t_now_ms() + 5000;
+	char path[300], line[128];
+	struct dirent *e;
+	pid_t me = getpid();
+	int ppid;
+	DIR *d;
+	FILE *f;
+
+	for (;;) {
+		pid_t pid = waitpid(-1, NULL, WNOHANG);
+
+		if (pid < 0)
+			return;		/* ECHILD: none left */
+		if (pid > 0)
+			continue;
+		if (!t_ms_left(deadline))
+			break;
+		t_msleep(10);
+	}
+	d = opendir("/proc");
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/status", e->d_name);
+		f = fopen(path, "re");
+		while (f && fgets(line, sizeof(line), f))
+			if (sscanf(line, "PPid: %d", &ppid) == 1) {
+				if (ppid == me) {
+					printf("    # killing leftover process %s\n", e->d_name);
+					kill(atoi(e->d_name), SIGKILL);
+				}
+				break;
+			}
+		if (f)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+	while (waitpid(-1, NULL, 0) > 0)
+		;
+}
+
+/*
+ * Run child(arg) in a forked process under timeout_s plus the grace. The
+ * child reports on t_report_fd ("peer PID" for what it starts, "result V
+ * WHY" once) and exits. One that overruns is killed; either way the peers
+ * it named are killed by process group and every child is reaped. A case
+ * that overran or died without a result is T_FAIL, and why says so.
+ */
+T_HELPER void t_run_forked(int timeout_s, void (*child)(const void *arg), const void *arg,
+			   struct t_outcome *o)
+{
+	pid_t peers[64], pid;
+	unsigned n_peers = 0, i;
+	char buf[1024], line[1024];
+	size_t line_len = 0;
+	int p[2], st = 0;
+	uint64_t t0 = t_now_ms(), deadline;
+	bool timed_out = false;
+	ssize_t n;
+
+	o->verdict = -1;
+	o->why[0] = '\0';
+	o->secs = 0;
+	if (pipe2(p, O_CLOEXEC)) {
+		o->verdict = T_FAIL;
+		snprintf(o->why, sizeof(o->why), "pipe: %s", strerror(errno));
+		return;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid == 0) {
+		close(p[0]);
+		t_report_fd = p[1];
+		child(arg);
+		exit(0);
+	}
+	close(p[1]);
+	if (pid < 0) {
+		close(p[0]);
+		o->verdict = T_FAIL;
+		snprintf(o->why, sizeof(o->why), "fork: %s", strerror(errno));
+		return;
+	}
+	deadline = t0 + (uint64_t)timeout_s * 1000 + T_RUNNER_GRACE_MS;
+	for (;;) {
+		struct pollfd pfd = { .fd = p[0], .events = POLLIN };
+		int left = t_ms_left(deadline);
+
+		if (!left) {
+			timed_out = true;
+			break;
+		}
+		if (poll(&pfd, 1, left) <= 0)
+			continue;
+		n = read(p[0], buf, sizeof(buf));
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			break;
+		}
+		for (i = 0; i < (unsigned)n; i++) {
+			if (buf[i] != '\n') {
+				if (line_len < sizeof(line) - 1)
+					line[line_len++] = buf[i];
+				continue;
+			}
+			line[line_len] = '\0';
+			line_len = 0;
+			if (!strncmp(line, "peer ", 5) && n_peers < sizeof(peers) / sizeof(peers[0]))
+				peers[n_peers++] = (pid_t)atoi(line + 5);
+			else if (!strncmp(line, "result ", 7))
+				sscanf(line + 7, "%d %599[^\n]", &o->verdict, o->why);
+		}
+	}
+	close(p[0]);
+	if (timed_out)
+		kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	/* Whatever the case left: its peers die with it (PDEATHSIG); make
+	 * sure, by process group, and reap them. */
+	for (i = 0; i < n_peers; i++)
+		kill(-peers[i], SIGKILL);
+	for (i = 0; i < n_peers; i++)
+		kill(peers[i], SIGKILL);
+	t_reap_children();
+	o->secs = (double)(t_now_ms() - t0) / 1000;
+	if (timed_out) {
+		snprintf(o->why, sizeof(o->why), "still running %d s past its %d s deadline; killed "
+			 "with its peers", T_RUNNER_GRACE_MS / 1000, timeout_s);
+		o->verdict = T_FAIL;
+	} else if (o->verdict < 0) {
+		if (WIFSIGNALED(st))
+			snprintf(o->why, sizeof(o->why), "case process killed by signal %d",
+				 WTERMSIG(st));
+		else
+			snprintf(o->why, sizeof(o->why), "case process exited %d without a result",
+				 WEXITSTATUS(st));
+		o->verdict = T_FAIL;
+	}
+}
+
+/* The TAP-style line for one case ("ok N - name (s)", "SKIP name: why",
+ * "not ok N - name: why"), counted in tot. */
+T_HELPER void t_count_outcome(const char *name, const struct t_outcome *o, struct t_totals *tot)
+{
+	switch (o->verdict) {
+	case T_PASS:
+		printf("ok %u - %s (%.1f s)\n", ++tot->num, name, o->secs);
+		tot->passed++;
+		break;
+	case T_SKIP:
+		printf("SKIP %s: %s\n", name, o->why);
+		tot->skipped++;
+		break;
+	default:
+		printf("not ok %u - %s: %s\n", ++tot->num, name, o->why);
+		tot->failed++;
+		break;
+	}
+	fflush(stdout);
+}
+
 #endif
