@@ -1927,36 +1927,55 @@ static bool config_name_ok(const char *s)
 	return n > 0 && n <= KTLSH_CONFIG_NAME_MAX;
 }
 
+/*
+ * Open section [KIND NAME]: a zeroed object of size bytes, its pointer
+ * appended to the array at arrayp (count *n, capacity *cap), and a copy of
+ * name in *name_out. NULL when the name is taken (dup_line: where it was
+ * first; an error is recorded) or memory ran out.
+ */
+static void *config_new_named(struct config_parser *p, const char *kind, const char *name,
+			      unsigned dup_line, void *arrayp, size_t *n, size_t *cap, size_t size,
+			      char **name_out)
+{
+	void ***array = arrayp;
+	void *obj;
+
+	if (dup_line) {
+		config_err(p, p->lineno, "duplicate section [%s %s] (first at line %u)", kind, name,
+			   dup_line);
+		return NULL;
+	}
+	if (config_push(p, arrayp, n, cap, sizeof(void *)))
+		return NULL;
+	obj = calloc(1, size);
+	if (!obj) {
+		p->oom = true;
+		return NULL;
+	}
+	*name_out = config_strdup(p, name);
+	if (!*name_out) {
+		free(obj);
+		return NULL;
+	}
+	(*array)[(*n)++] = obj;
+	return obj;
+}
+
 static void config_new_identity(struct config_parser *p, const char *name)
 {
 	struct ktlsh_config *cfg = p->cfg;
-	const struct ktlsh_config_identity *old;
+	const struct ktlsh_config_identity *old = ktlsh_config_identity(cfg, name);
 	struct ktlsh_config_identity *id;
+	char *dup;
 
-	old = ktlsh_config_identity(cfg, name);
-	if (old) {
-		config_err(p, p->lineno,
-			   "duplicate section [identity %s] (first at line %u)",
-			   name, old->line);
+	id = config_new_named(p, "identity", name, old ? old->line : 0, &cfg->identities,
+			      &cfg->n_identities, &p->n_identities_cap, sizeof(*id), &dup);
+	if (!id)
 		return;
-	}
-	if (config_push(p, &cfg->identities, &cfg->n_identities,
-			&p->n_identities_cap, sizeof(*cfg->identities)))
-		return;
-	id = calloc(1, sizeof(*id));
-	if (!id) {
-		p->oom = true;
-		return;
-	}
-	id->name = config_strdup(p, name);
-	if (!id->name) {
-		free(id);
-		return;
-	}
+	id->name = dup;
 	id->line = p->lineno;
 	id->tickets = true;
 	config_tls_init(&id->tls);
-	cfg->identities[cfg->n_identities++] = id;
 	p->identity = id;
 	p->sec = SEC_IDENTITY;
 }
@@ -1964,32 +1983,17 @@ static void config_new_identity(struct config_parser *p, const char *name)
 static void config_new_client(struct config_parser *p, const char *name)
 {
 	struct ktlsh_config *cfg = p->cfg;
-	const struct ktlsh_config_client *old;
+	const struct ktlsh_config_client *old = ktlsh_config_client(cfg, name);
 	struct ktlsh_config_client *cl;
+	char *dup;
 
-	old = ktlsh_config_client(cfg, name);
-	if (old) {
-		config_err(p, p->lineno,
-			   "duplicate section [client %s] (first at line %u)",
-			   name, old->line);
+	cl = config_new_named(p, "client", name, old ? old->line : 0, &cfg->clients,
+			      &cfg->n_clients, &p->n_clients_cap, sizeof(*cl), &dup);
+	if (!cl)
 		return;
-	}
-	if (config_push(p, &cfg->clients, &cfg->n_clients, &p->n_clients_cap,
-			sizeof(*cfg->clients)))
-		return;
-	cl = calloc(1, sizeof(*cl));
-	if (!cl) {
-		p->oom = true;
-		return;
-	}
-	cl->name = config_strdup(p, name);
-	if (!cl->name) {
-		free(cl);
-		return;
-	}
+	cl->name = dup;
 	cl->line = p->lineno;
 	config_tls_init(&cl->tls);
-	cfg->clients[cfg->n_clients++] = cl;
 	p->client = cl;
 	p->sec = SEC_CLIENT;
 }
@@ -1997,34 +2001,19 @@ static void config_new_client(struct config_parser *p, const char *name)
 static void config_new_service(struct config_parser *p, const char *name)
 {
 	struct ktlsh_config *cfg = p->cfg;
-	const struct ktlsh_config_service *old;
+	const struct ktlsh_config_service *old = ktlsh_config_service(cfg, name);
 	struct ktlsh_config_service *sv;
+	char *dup;
 
-	old = ktlsh_config_service(cfg, name);
-	if (old) {
-		config_err(p, p->lineno,
-			   "duplicate section [service %s] (first at line %u)",
-			   name, old->line);
+	sv = config_new_named(p, "service", name, old ? old->line : 0, &cfg->services,
+			      &cfg->n_services, &p->n_services_cap, sizeof(*sv), &dup);
+	if (!sv)
 		return;
-	}
-	if (config_push(p, &cfg->services, &cfg->n_services,
-			&p->n_services_cap, sizeof(*cfg->services)))
-		return;
-	sv = calloc(1, sizeof(*sv));
-	if (!sv) {
-		p->oom = true;
-		return;
-	}
-	sv->name = config_strdup(p, name);
-	if (!sv->name) {
-		free(sv);
-		return;
-	}
+	sv->name = dup;
 	sv->line = p->lineno;
 	sv->max_connections = KTLSH_CONFIG_DEFAULT_MAX_CONNECTIONS;
 	sv->idle_timeout_ms = KTLSH_CONFIG_DEFAULT_IDLE_TIMEOUT_MS;
 	config_tls_init(&sv->tls);
-	cfg->services[cfg->n_services++] = sv;
 	p->service = sv;
 	p->sec = SEC_SERVICE;
 }
