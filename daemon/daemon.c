@@ -89,10 +89,7 @@ fail:
 	return ret;
 }
 
-static void ktlshd_status_add(struct ktlsh_proto_status *st, const char *key, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void ktlshd_status_add(struct ktlsh_proto_status *st, const char *key, const char *fmt, ...)
+void ktlshd_status_add(struct ktlsh_proto_status *st, const char *key, const char *fmt, ...)
 {
 	struct ktlsh_proto_item *it;
 	va_list ap;

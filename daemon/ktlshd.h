@@ -241,6 +241,9 @@ extern uint64_t ktlshd_start_us;
 extern const char *ktlshd_config_path;
 /* Reload config + runtime; 0 on success, else -errno with err filled. */
 int ktlshd_reload(char *err, size_t errlen);
+/* One "key value" item of a status reply (dropped when the reply is full). */
+void ktlshd_status_add(struct ktlsh_proto_status *st, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 void ktlshd_status_fill(struct ktlsh_proto_status *st);
 
 #endif /* KTLSHD_H */

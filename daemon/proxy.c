@@ -644,21 +644,6 @@ void ktlshd_proxy_stop(void)
 
 /* ---- status ------------------------------------------------------------- */
 
-__attribute__((format(printf, 3, 4)))
-static void proxy_status_add(struct ktlsh_proto_status *st, const char *key, const char *fmt, ...)
-{
-	struct ktlsh_proto_item *it;
-	va_list ap;
-
-	if (st->n_items >= KTLSH_PROTO_ITEMS_MAX)
-		return;
-	it = &st->items[st->n_items++];
-	snprintf(it->key, sizeof(it->key), "%s", key);
-	va_start(ap, fmt);
-	vsnprintf(it->value, sizeof(it->value), fmt, ap);
-	va_end(ap);
-}
-
 void ktlshd_proxy_status(struct ktlsh_proto_status *st)
 {
 	char key[KTLSH_PROTO_KEY_LEN];
@@ -666,18 +651,18 @@ void ktlshd_proxy_status(struct ktlsh_proto_status *st)
 
 	if (!proxy_n_svcs)
 		return;
-	proxy_status_add(st, "proxy.connections", "%llu", atomic_load(&proxy_stats.connections));
-	proxy_status_add(st, "proxy.active", "%u", atomic_load(&proxy_stats.active));
-	proxy_status_add(st, "proxy.fallback", "%llu", atomic_load(&proxy_stats.fallback));
-	proxy_status_add(st, "proxy.refused", "%llu", atomic_load(&proxy_stats.refused));
-	proxy_status_add(st, "proxy.failed", "%llu", atomic_load(&proxy_stats.failed));
-	proxy_status_add(st, "proxy.bytes_tls_to_plain", "%llu",
+	ktlshd_status_add(st, "proxy.connections", "%llu", atomic_load(&proxy_stats.connections));
+	ktlshd_status_add(st, "proxy.active", "%u", atomic_load(&proxy_stats.active));
+	ktlshd_status_add(st, "proxy.fallback", "%llu", atomic_load(&proxy_stats.fallback));
+	ktlshd_status_add(st, "proxy.refused", "%llu", atomic_load(&proxy_stats.refused));
+	ktlshd_status_add(st, "proxy.failed", "%llu", atomic_load(&proxy_stats.failed));
+	ktlshd_status_add(st, "proxy.bytes_tls_to_plain", "%llu",
 			 atomic_load(&proxy_stats.bytes_tls_to_plain));
-	proxy_status_add(st, "proxy.bytes_plain_to_tls", "%llu",
+	ktlshd_status_add(st, "proxy.bytes_plain_to_tls", "%llu",
 			 atomic_load(&proxy_stats.bytes_plain_to_tls));
 	for (i = 0; i < proxy_n_svcs; i++) {
 		snprintf(key, sizeof(key), "proxy.service.%s", proxy_svcs[i].name);
-		proxy_status_add(st, key, "listen=%s active=%u connections=%llu",
+		ktlshd_status_add(st, key, "listen=%s active=%u connections=%llu",
 				 proxy_svcs[i].listen, atomic_load(&proxy_svcs[i].active),
 				 atomic_load(&proxy_svcs[i].connections));
 	}
