@@ -987,18 +987,12 @@ static void config_set_alpn(struct config_parser *p, const struct config_key *k,
 
 /* OpenSSL lists: checked by OpenSSL when the daemon builds its contexts
  * (that is why the line is kept); indented lines append with ':'. */
-static void config_set_openssl_list(struct config_parser *p,
-				    const struct config_key *k,
-				    const char *value)
+static void config_set_list(struct config_parser *p, const struct config_key *k,
+			    struct ktlsh_config_str *dst, const char *value)
 {
-	struct ktlsh_config_tls *tls = config_tls(p);
-	struct ktlsh_config_str *dst;
 	const char *c;
 	char *s;
 
-	dst = k == &config_keys[K_CIPHERS] ? &tls->ciphers :
-	      k == &config_keys[K_CIPHERSUITES] ? &tls->ciphersuites :
-	      &tls->groups;
 	for (c = value; *c; c++) {
 		if (!isgraph((unsigned char)*c)) {
 			config_bad_value(p, k, value);
@@ -1022,6 +1016,17 @@ static void config_set_openssl_list(struct config_parser *p,
 	}
 	free(dst->str);
 	dst->str = s;
+}
+
+static void config_set_openssl_list(struct config_parser *p,
+				    const struct config_key *k,
+				    const char *value)
+{
+	struct ktlsh_config_tls *tls = config_tls(p);
+
+	config_set_list(p, k, k == &config_keys[K_CIPHERS] ? &tls->ciphers :
+			      k == &config_keys[K_CIPHERSUITES] ? &tls->ciphersuites :
+			      &tls->groups, value);
 }
 
 static void config_set_min_version(struct config_parser *p,
@@ -1564,35 +1569,8 @@ static void config_hs_set_verify_client(struct config_parser *p,
 static void config_hs_set_list(struct config_parser *p,
 			       const struct config_key *k, const char *value)
 {
-	struct ktlsh_config_str *dst = !strcmp(k->name, "groups") ?
-				       &p->cfg->handshake.groups :
-				       &p->cfg->handshake.ciphersuites;
-	const char *c;
-	char *s;
-
-	for (c = value; *c; c++) {
-		if (!isgraph((unsigned char)*c)) {
-			config_bad_value(p, k, value);
-			return;
-		}
-	}
-	if (!*value) {
-		config_bad_value(p, k, value);
-		return;
-	}
-	if (p->kind == LINE_CONT && dst->str) {
-		if (asprintf(&s, "%s:%s", dst->str, value) < 0) {
-			p->oom = true;
-			return;
-		}
-	} else {
-		s = config_strdup(p, value);
-		if (!s)
-			return;
-		dst->line = p->lineno;
-	}
-	free(dst->str);
-	dst->str = s;
+	config_set_list(p, k, !strcmp(k->name, "groups") ? &p->cfg->handshake.groups :
+			      &p->cfg->handshake.ciphersuites, value);
 }
 
 static void config_hs_set_cert(struct config_parser *p,
