@@ -259,6 +259,24 @@ static uint64_t dir_space(const struct proxy_conn *c, const struct proxy_dir *d)
 	return d->splice ? d->pipe_cap - d->inpipe : PROXY_BUF_SIZE - (d->tail - d->head);
 }
 
+/* Buffer mode: the ring's free part at tail and its data at head, each up
+ * to the ring's end (it wraps): where to read into, what to write out. */
+static uint8_t *dir_room(const struct proxy_dir *d, uint64_t *len)
+{
+	uint64_t off = d->tail % PROXY_BUF_SIZE, room = PROXY_BUF_SIZE - (d->tail - d->head);
+
+	*len = PROXY_BUF_SIZE - off < room ? PROXY_BUF_SIZE - off : room;
+	return d->buf + off;
+}
+
+static uint8_t *dir_data(const struct proxy_dir *d, uint64_t *len)
+{
+	uint64_t off = d->head % PROXY_BUF_SIZE, data = d->tail - d->head;
+
+	*len = PROXY_BUF_SIZE - off < data ? PROXY_BUF_SIZE - off : data;
+	return d->buf + off;
+}
+
 static void dir_count(struct proxy_conn *c, struct proxy_dir *d, uint64_t n)
 {
 	d->bytes += n;
@@ -283,17 +301,15 @@ static void conn_ssl_fail(struct proxy_conn *c, int err, const char *what)
 static bool dir_read_ssl(struct proxy_conn *c, struct proxy_dir *d)
 {
 	bool moved = false;
-	uint64_t off, len;
+	uint8_t *p;
+	uint64_t len;
 	int n, err;
 
 	while (dir_space(c, d)) {
-		off = d->tail % PROXY_BUF_SIZE;
-		len = PROXY_BUF_SIZE - off;
-		if (len > dir_space(c, d))
-			len = dir_space(c, d);
+		p = dir_room(d, &len);
 		ERR_clear_error();
 		errno = 0;
-		n = SSL_read(c->ssl, d->buf + off, (int)len);
+		n = SSL_read(c->ssl, p, (int)len);
 		if (n > 0) {
 			d->tail += (uint64_t)n;
 			c->last_us = ktlshd_now_us();
@@ -321,16 +337,14 @@ static bool dir_read_ssl(struct proxy_conn *c, struct proxy_dir *d)
 static bool dir_write_ssl(struct proxy_conn *c, struct proxy_dir *d)
 {
 	bool moved = false;
-	uint64_t off, len;
+	uint8_t *p;
+	uint64_t len;
 	int n, err;
 
 	while (dir_filled(c, d)) {
-		off = d->head % PROXY_BUF_SIZE;
-		len = PROXY_BUF_SIZE - off;
-		if (len > dir_filled(c, d))
-			len = dir_filled(c, d);
+		p = dir_data(d, &len);
 		ERR_clear_error();
-		n = SSL_write(c->ssl, d->buf + off, (int)len);
+		n = SSL_write(c->ssl, p, (int)len);
 		if (n > 0) {
 			d->head += (uint64_t)n;
 			dir_count(c, d, (uint64_t)n);
@@ -352,7 +366,8 @@ static bool dir_write_ssl(struct proxy_conn *c, struct proxy_dir *d)
 static void dir_read(struct proxy_conn *c, struct proxy_dir *d)
 {
 	struct io_uring_sqe *sqe = pump_sqe(c->pump);
-	uint64_t off, len;
+	uint8_t *p;
+	uint64_t len;
 
 	if (!sqe) {
 		conn_close(c, true, "io_uring submission queue full");
@@ -364,18 +379,16 @@ static void dir_read(struct proxy_conn *c, struct proxy_dir *d)
 		conn_track(c, &d->rd, sqe, OP_SPLICE_IN);
 		return;
 	}
-	off = d->tail % PROXY_BUF_SIZE;
-	len = PROXY_BUF_SIZE - off;
-	if (len > dir_space(c, d))
-		len = dir_space(c, d);
-	io_uring_prep_recv(sqe, d->src, d->buf + off, (size_t)len, 0);
+	p = dir_room(d, &len);
+	io_uring_prep_recv(sqe, d->src, p, (size_t)len, 0);
 	conn_track(c, &d->rd, sqe, OP_RECV);
 }
 
 static void dir_write(struct proxy_conn *c, struct proxy_dir *d)
 {
 	struct io_uring_sqe *sqe = pump_sqe(c->pump);
-	uint64_t off, len;
+	uint8_t *p;
+	uint64_t len;
 
 	if (!sqe) {
 		conn_close(c, true, "io_uring submission queue full");
@@ -387,13 +400,10 @@ static void dir_write(struct proxy_conn *c, struct proxy_dir *d)
 		conn_track(c, &d->wr, sqe, OP_SPLICE_OUT);
 		return;
 	}
-	off = d->head % PROXY_BUF_SIZE;
-	len = PROXY_BUF_SIZE - off;
-	if (len > d->tail - d->head)
-		len = d->tail - d->head;
+	p = dir_data(d, &len);
 	/* Into kTLS: an EAGAIN comes back here (MSG_DONTWAIT) rather than
 	 * waiting inside io_uring, to flush an open record first. */
-	io_uring_prep_send(sqe, d->dst, d->buf + off, (size_t)len,
+	io_uring_prep_send(sqe, d->dst, p, (size_t)len,
 			   MSG_NOSIGNAL | (d->dst_tls ? MSG_DONTWAIT : 0));
 	conn_track(c, &d->wr, sqe, OP_SEND);
 }
