@@ -40,7 +40,7 @@
  *                       the case did
  *   load/               1000 (UML: 200) concurrent handshakes from 4
  *                       processes; fd count and RSS flat over 10000 (1000);
- *                       20 reloads during 2000 (400) handshakes
+ *                       20 reloads during 2000 (800) handshakes
  *
  * Every case runs in a forked child under a deadline; the runner kills it,
  * its daemon and its peers (each in its own process group, tied to the case
@@ -3900,7 +3900,7 @@ static void scale_pick(void)
 	if (uml) {
 		sc = (struct scale){ .name = "uml", .uml = true, .concurrent = 200,
 				     .concurrent_procs = 4, .churn_warmup = 200, .churn_n = 1000,
-				     .hup_n = 400, .hup_reloads = 20, .silent = 50,
+				     .hup_n = 800, .hup_reloads = 20, .silent = 50,
 				     .silent_normal = 8, .silent_timeout_ms = 8000, .slow = 4 };
 	} else {
 		sc = (struct scale){ .name = "full", .concurrent = 1000, .concurrent_procs = 4,
