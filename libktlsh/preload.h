@@ -242,7 +242,7 @@ void pl_client_done_locked(struct pl_job *job, int status, const struct ktlsh_pr
 /* Poll set contributions of the server (wake sockets) and client
  * (connects in progress, placeholders to retire) parts, lock held. */
 struct pollfd;
-unsigned int pl_server_pollfds_locked(struct pollfd *p, unsigned int cap) PL_HIDDEN;
+unsigned int pl_server_pollfds_locked(struct pollfd *p, unsigned int cap, int64_t *next) PL_HIDDEN;
 void pl_server_events_locked(const struct pollfd *p, unsigned int n) PL_HIDDEN;
 unsigned int pl_client_pollfds_locked(struct pollfd *p, unsigned int cap, int64_t *next) PL_HIDDEN;
 void pl_client_events_locked(const struct pollfd *p, unsigned int n) PL_HIDDEN;

@@ -517,8 +517,8 @@ static void *pl_engine_main(void *arg)
 		p[0] = (struct pollfd){ .fd = E.evfd, .events = POLLIN };
 		p[1] = (struct pollfd){ .fd = E.client ? ktlsh_client_fd(E.client) : -1,
 					.events = (short)(POLLIN | (E.backlog ? POLLOUT : 0)) };
-		ns = pl_server_pollfds_locked(p + 2, PL_POLL_MAX / 2);
 		next = INT64_MAX;
+		ns = pl_server_pollfds_locked(p + 2, PL_POLL_MAX / 2, &next);
 		nc = pl_client_pollfds_locked(p + 2 + ns, PL_POLL_MAX * 3 / 4 - ns, &next);
 		nl = pl_closer_pollfds(p + 2 + ns + nc, PL_POLL_MAX - ns - nc, &next, &first);
 		now = pl_now_ms();

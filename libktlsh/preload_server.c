@@ -19,8 +19,14 @@
  *    by that port, discards it, and returns a socket from the queue instead.
  *    One wake-up per finished socket keeps the listener readable for as
  *    long as the queue holds sockets (level- and edge-triggered alike).
- *    It is reset (SO_LINGER 0) right after the connection is made, so it
- *    leaves no TIME_WAIT behind.
+ *    The thread keeps its end open until an accept() has claimed the port
+ *    (so that no client connection can reuse the port and be taken for
+ *    one), then resets it (SO_LINGER 0): no TIME_WAIT is left behind.
+ *  - A safety net: when sockets have waited in the queue for a second and
+ *    no accept() took one, the thread makes another wake-up (at most one
+ *    outstanding per process and listener), so a wake-up lost for any
+ *    reason (no descriptor for it, the program's accept() saw an error)
+ *    delays a connection instead of stranding it.
  *
  * accept() on a nonblocking listener takes every raw connection waiting,
  * then returns a queued socket or EAGAIN; on a blocking listener it loops
@@ -41,12 +47,14 @@
 
 #define PL_WAKE_SLOTS	1000
 #define PL_QMSG_MAGIC	0x6b514d31u	/* "kQM1" */
-#define PL_WAKE_TIMEOUT_MS 5000
+#define PL_WAKE_TIMEOUT_MS 30000
+#define PL_RECHECK_MS	1000
 
 /* Shared by every process holding the listener (MAP_SHARED, inherited). */
 struct pl_shared {
-	_Atomic int qlen;			/* sockets in the queue */
+	_Atomic int qlen;			/* sockets in the queue, counted before they are put */
 	_Atomic int nwake;			/* wake-ups outstanding */
+	_Atomic unsigned int taken;		/* sockets ever taken: progress */
 	_Atomic uint32_t wake[PL_WAKE_SLOTS];	/* 0x10000 | port of each */
 };
 
@@ -60,6 +68,8 @@ struct pl_listener {
 	uint8_t wake_addr[16];			/* where wake-ups come from and go to */
 	uint16_t port;
 	char name[64];				/* "0.0.0.0:443" */
+	int64_t check_at;			/* safety net armed: when to look (0: off) */
+	unsigned int seen_taken;		/* sh->taken when last looked */
 };
 
 struct pl_lmap {
@@ -72,6 +82,8 @@ struct pl_wake {
 	struct pl_listener *l;
 	uint32_t val;
 	int slot;
+	int pidx;			/* its entry in this round's poll set, or -1 */
+	bool connected;			/* waiting for an accept() to claim the port */
 	int64_t deadline;
 	struct pl_wake *next;
 };
@@ -360,7 +372,7 @@ static void pl_wake(struct pl_listener *l)
 		}
 	}
 	if (slot < 0) {
-		/* Thousands outstanding: the program is not accepting. The
+		/* A thousand outstanding: the program is not accepting. The
 		 * socket waits in the queue for the next accept(). */
 		pl_real.close(fd);
 		return;
@@ -369,37 +381,87 @@ static void pl_wake(struct pl_listener *l)
 		in->sin_port = htons(l->port);
 	else
 		in6->sin6_port = htons(l->port);
-	if (!pl_real.connect(fd, (struct sockaddr *)&ss, len)) {
-		pl_reset_close(fd);
-		return;
-	}
-	if (errno != EINPROGRESS)
-		goto fail;
 	w = malloc(sizeof(*w));
 	if (!w)
 		goto fail;
-	*w = (struct pl_wake){ .fd = fd, .l = l, .val = val, .slot = slot,
+	*w = (struct pl_wake){ .fd = fd, .l = l, .val = val, .slot = slot, .pidx = -1,
 			       .deadline = pl_now_ms() + PL_WAKE_TIMEOUT_MS, .next = pl_wakes };
+	if (!pl_real.connect(fd, (struct sockaddr *)&ss, len))
+		w->connected = true;
+	else if (errno != EINPROGRESS)
+		goto fail;
 	l->refs++;
 	pl_wakes = w;
 	pl_nwakes++;
 	return;
 fail:
 	pl_log_conn("listener %s: wake-up connection failed (%s); a finished handshake waits for "
-		    "the next accept()", l->name, strerror(errno));
+		    "the next accept() or wake-up", l->name, strerror(errno));
+	free(w);
 	if (slot >= 0)
 		pl_wake_release(l, slot, val);
 	if (fd >= 0)
 		pl_real.close(fd);
 }
 
-unsigned int pl_server_pollfds_locked(struct pollfd *p, unsigned int cap)
+/* This process's wake-ups for l still outstanding. */
+static bool pl_wake_pending(const struct pl_listener *l)
+{
+	const struct pl_wake *w;
+
+	for (w = pl_wakes; w; w = w->next)
+		if (w->l == l)
+			return true;
+	return false;
+}
+
+/* The safety net: sockets waiting and no accept() taking any since the
+ * last look. Lock held. */
+static void pl_recheck(struct pl_listener *l, int64_t now)
+{
+	unsigned int taken;
+
+	if (!l->check_at || now < l->check_at)
+		return;
+	taken = atomic_load(&l->sh->taken);
+	if (atomic_load(&l->sh->qlen) <= 0) {
+		l->check_at = 0;
+		return;
+	}
+	if (taken == l->seen_taken && !pl_wake_pending(l)) {
+		pl_log_conn("listener %s: %d finished connection(s) waiting and no accept() took one "
+			    "for %d ms: waking the listener again", l->name, atomic_load(&l->sh->qlen),
+			    PL_RECHECK_MS);
+		pl_wake(l);
+	}
+	l->seen_taken = taken;
+	l->check_at = now + PL_RECHECK_MS;
+}
+
+/*
+ * A wake-up is polled for POLLOUT while it connects, then for the
+ * acceptor's close (POLLIN/POLLRDHUP): an accept() that recognised it has
+ * claimed its slot by then. Each remembers its index, since completions
+ * handled between the poll and the events add wake-ups at the head.
+ */
+unsigned int pl_server_pollfds_locked(struct pollfd *p, unsigned int cap, int64_t *next)
 {
 	struct pl_wake *w;
-	unsigned int n = 0;
+	unsigned int n = 0, i;
 
-	for (w = pl_wakes; w && n < cap; w = w->next)
-		p[n++] = (struct pollfd){ .fd = w->fd, .events = POLLOUT };
+	for (w = pl_wakes; w; w = w->next) {
+		w->pidx = -1;
+		if (w->deadline < *next)
+			*next = w->deadline;
+		if (n == cap)
+			continue;
+		w->pidx = (int)n;
+		p[n++] = (struct pollfd){ .fd = w->fd,
+					  .events = w->connected ? POLLIN | POLLRDHUP : POLLOUT };
+	}
+	for (i = 0; i < pl_nlmap; i++)
+		if (pl_lmap[i].l->check_at && pl_lmap[i].l->check_at < *next)
+			*next = pl_lmap[i].l->check_at;
 	return n;
 }
 
@@ -407,27 +469,32 @@ void pl_server_events_locked(const struct pollfd *p, unsigned int n)
 {
 	struct pl_wake **pp = &pl_wakes, *w;
 	int64_t now = pl_now_ms();
-	unsigned int i = 0;
+	unsigned int i;
 	socklen_t len;
 	int err;
 
-	/* Only this thread adds to or removes from the list, at its head:
-	 * the first n entries are the ones polled, in order. */
+	/* Only this thread adds to or removes from the list. */
 	while ((w = *pp)) {
 		bool done = false;
+		short ev = w->pidx >= 0 && (unsigned int)w->pidx < n &&
+			   p[w->pidx].fd == w->fd ? p[w->pidx].revents : 0;
 
-		if (i < n && p[i].revents) {
+		if (ev && !w->connected) {
 			err = 0;
 			len = sizeof(err);
 			(void)pl_real.getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-			if (err)
+			if (err) {
 				pl_wake_release(w->l, w->slot, w->val);
-			done = true;
-		} else if (now >= w->deadline) {
+				done = true;
+			} else {
+				w->connected = true;
+			}
+		} else if (ev || now >= w->deadline) {
+			/* Closed by the acceptor (which claimed the slot),
+			 * or never accepted: the slot is free either way. */
 			pl_wake_release(w->l, w->slot, w->val);
 			done = true;
 		}
-		i++;
 		if (!done) {
 			pp = &w->next;
 			continue;
@@ -438,6 +505,9 @@ void pl_server_events_locked(const struct pollfd *p, unsigned int n)
 		pl_unref_locked(w->l);
 		free(w);
 	}
+	for (i = 0; i < pl_nlmap; i++)
+		if (!pl_lmap[i].l->dead)
+			pl_recheck(pl_lmap[i].l, now);
 }
 
 /* ---- completions ------------------------------------------------------------------- */
@@ -480,13 +550,20 @@ void pl_server_done_locked(struct pl_job *job, int status, const struct ktlsh_pr
 	cmsg->cmsg_type = SCM_RIGHTS;
 	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(cmsg), &job->fd, sizeof(int));
+	/* Counted first: a count never lags behind what the queue holds, so
+	 * an accept() that sees 0 has nothing to miss but a wake-up to come. */
+	atomic_fetch_add(&l->sh->qlen, 1);
 	if (sendmsg(l->q[1], &msg, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(m)) {
+		atomic_fetch_sub(&l->sh->qlen, 1);
 		pl_peer_str(job, peer, sizeof(peer));
 		pl_log_conn("listener %s: queue full (%s): TLS connection from %s closed", l->name,
 			    strerror(errno), peer);
 		goto out;
 	}
-	atomic_fetch_add(&l->sh->qlen, 1);
+	if (!l->check_at) {
+		l->seen_taken = atomic_load(&l->sh->taken);
+		l->check_at = pl_now_ms() + PL_RECHECK_MS;
+	}
 	if (pl_conf->verbose && rep) {
 		pl_peer_str(job, peer, sizeof(peer));
 		pl_log("TLS from %s on %s: %s %s%s%s, %llu us", peer, l->name,
@@ -532,8 +609,8 @@ static int pl_take(struct pl_listener *l, struct sockaddr *addr, socklen_t *alen
 		for (k = 0; CMSG_LEN((k + 1) * sizeof(int)) <= cmsg->cmsg_len && nfds < 4; k++)
 			memcpy(&fds[nfds++], CMSG_DATA(cmsg) + k * sizeof(int), sizeof(int));
 	}
-	if (atomic_fetch_sub(&l->sh->qlen, 1) <= 0)
-		atomic_fetch_add(&l->sh->qlen, 1);	/* it was not counted: keep >= 0 */
+	atomic_fetch_sub(&l->sh->qlen, 1);
+	atomic_fetch_add(&l->sh->taken, 1);
 	if (n != (ssize_t)sizeof(m) || m.magic != PL_QMSG_MAGIC || nfds != 1 ||
 	    (msg.msg_flags & MSG_CTRUNC)) {
 		for (i = 0; i < nfds; i++)
