@@ -51,6 +51,12 @@
  *       does; otherwise the call goes through. Start-up probes pass, and the
  *       test decides when the refusals begin. The supervisor prints
  *       "deny-tls-rx allowed=N refused=M" to stderr when PROGRAM ends.
+ *
+ *   deny-connect --trigger FILE -- PROGRAM [ARGS...]
+ *       The same for connect(): the first TCP connect() (AF_INET/AF_INET6)
+ *       made while FILE exists fails with ECONNREFUSED, and FILE is removed;
+ *       every other connect() (the shim's AF_UNIX control connection
+ *       included) goes through. Prints "deny-connect allowed=N refused=M".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -623,38 +629,76 @@ static void on_alarm(int sig)
 	_exit(124);
 }
 
-/* ---- deny-tls-rx ---------------------------------------------------------------- */
+/* ---- deny-tls-rx, deny-connect ---------------------------------------------------- */
 
 #ifndef SOL_TLS
 #define SOL_TLS 282
 #endif
 
-static volatile unsigned long rx_allowed, rx_refused;
+static const char *deny_mode;
+static volatile unsigned long deny_allowed, deny_refused;
 
-static void rx_report(int sig)
+static void deny_report(int sig)
 {
 	char buf[80];
 	int n;
 
 	(void)sig;
-	n = snprintf(buf, sizeof(buf), "deny-tls-rx allowed=%lu refused=%lu\n", rx_allowed,
-		     rx_refused);
+	n = snprintf(buf, sizeof(buf), "%s allowed=%lu refused=%lu\n", deny_mode, deny_allowed,
+		     deny_refused);
 	(void)!write(2, buf, (size_t)n);
 	_exit(0);
 }
 
+/* deny-connect: the address family connect() was given, read from the
+ * caller's memory; -1 if it cannot be read. */
+static int deny_family(int lfd, const struct seccomp_notif *req)
+{
+	char path[64];
+	sa_family_t fam;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%u/mem", req->pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = pread(fd, &fam, sizeof(fam), (off_t)req->data.args[1]);
+	close(fd);
+	/* The pid may have been reused since the call was made. */
+	if (n != (ssize_t)sizeof(fam) || ioctl(lfd, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id))
+		return -1;
+	return fam;
+}
+
+/* The answer to one notified call: 0 lets it through, else -errno. */
+static int deny_decide(int lfd, const struct seccomp_notif *req)
+{
+	struct stat st;
+	int fam;
+
+	if (stat(opt.trigger, &st))
+		return 0;
+	if (!strcmp(deny_mode, "deny-tls-rx"))
+		return -EINVAL;	/* as a kernel lacking the receive side of a cipher */
+	fam = deny_family(lfd, req);
+	if (fam != AF_INET && fam != AF_INET6)
+		return 0;
+	unlink(opt.trigger);	/* one refusal per trigger */
+	return -ECONNREFUSED;
+}
+
 /* The supervisor is under the filter too, so the listener never reports
  * "no tasks left": it ends with PROGRAM through PR_SET_PDEATHSIG. */
-static void rx_supervise(int lfd, pid_t parent)
+static void deny_supervise(int lfd, pid_t parent)
 {
 	struct seccomp_notif_sizes sz;
 	struct seccomp_notif *req;
 	struct seccomp_notif_resp *resp;
-	struct stat st;
 
-	signal(SIGTERM, rx_report);
+	signal(SIGTERM, deny_report);
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) || getppid() != parent)
-		rx_report(0);
+		deny_report(0);
 
 	if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sz))
 		die("SECCOMP_GET_NOTIF_SIZES: %s", strerror(errno));
@@ -672,21 +716,22 @@ static void rx_supervise(int lfd, pid_t parent)
 		}
 		memset(resp, 0, sz.seccomp_notif_resp);
 		resp->id = req->id;
-		if (stat(opt.trigger, &st) == 0) {
-			resp->error = -EINVAL;
-			rx_refused++;
+		resp->error = deny_decide(lfd, req);
+		if (resp->error) {
+			deny_refused++;
 		} else {
 			resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-			rx_allowed++;
+			deny_allowed++;
 		}
 		(void)ioctl(lfd, SECCOMP_IOCTL_NOTIF_SEND, resp);
 	}
-	rx_report(0);
+	deny_report(0);
 }
 
-static int mode_deny_tls_rx(char **prog)
+static int mode_deny(const char *mode, char **prog)
 {
-	struct sock_filter f[] = {
+	/* setsockopt(SOL_TLS, TLS_RX), or connect(): to the supervisor. */
+	struct sock_filter rx[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
@@ -701,12 +746,26 @@ static int mode_deny_tls_rx(char **prog)
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
 	};
-	struct sock_fprog fp = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
+	struct sock_filter conn[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_connect, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+	};
+	bool is_rx = !strcmp(mode, "deny-tls-rx");
+	struct sock_fprog fp = {
+		.len = is_rx ? sizeof(rx) / sizeof(rx[0]) : sizeof(conn) / sizeof(conn[0]),
+		.filter = is_rx ? rx : conn,
+	};
 	pid_t pid, self = getpid();
 	int lfd;
 
+	deny_mode = mode;
 	if (!opt.trigger || !prog[0])
-		die("usage: faults-drv deny-tls-rx --trigger FILE -- PROGRAM [ARGS...]");
+		die("usage: faults-drv %s --trigger FILE -- PROGRAM [ARGS...]", mode);
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
 		die("PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
 	lfd = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
@@ -714,13 +773,14 @@ static int mode_deny_tls_rx(char **prog)
 	if (lfd < 0)
 		die("seccomp user notification unavailable: %s", strerror(errno));
 	/* The supervisor is a child, so that PROGRAM keeps this pid (the
-	 * test watches its descriptors). It never calls setsockopt(SOL_TLS). */
+	 * test watches its descriptors). It makes none of the calls it is
+	 * asked about: no setsockopt(SOL_TLS), no connect(). */
 	pid = fork();
 	if (pid < 0)
 		die("fork: %s", strerror(errno));
 	if (pid == 0) {
 		alarm(0);
-		rx_supervise(lfd, self);
+		deny_supervise(lfd, self);
 	}
 	close(lfd);
 	alarm(0);
@@ -791,7 +851,7 @@ int main(int argc, char **argv)
 		return mode_hold();
 	if (!strcmp(mode, "raw"))
 		return mode_raw();
-	if (!strcmp(mode, "deny-tls-rx"))
-		return mode_deny_tls_rx(argv + optind);
+	if (!strcmp(mode, "deny-tls-rx") || !strcmp(mode, "deny-connect"))
+		return mode_deny(mode, argv + optind);
 	die("unknown mode '%s'", mode);
 }
