@@ -1315,44 +1315,12 @@ static void tool_argv(struct t_argv *a, enum tool t, int port, const char *logfi
 
 	switch (t) {
 	case T_S_CLIENT:
-		t_arg_add(a, "%s", tool_openssl);
-		t_arg_add(a, "s_client");
-		t_arg_add(a, "-quiet");
-		t_arg_add(a, "-no_ign_eof");
-		t_arg_add(a, "-nocommands");
-		t_arg_add(a, "-connect");
-		t_arg_add(a, "127.0.0.1:%d", port);
-		t_arg_add(a, "-servername");
-		t_arg_add(a, "localhost");
-		t_arg_add(a, "-verify_hostname");
-		t_arg_add(a, "localhost");
-		t_arg_add(a, "-CAfile");
-		t_arg_add(a, "%s/ca.pem", c);
-		t_arg_add(a, "-verify_return_error");
-		t_arg_add(a, "-cert");
-		t_arg_add(a, "%s/client.pem", c);
-		t_arg_add(a, "-key");
-		t_arg_add(a, "%s/client.key", c);
+		t_arg_s_client(a, tool_openssl, port, c, "client");
 		t_arg_add(a, "-alpn");
 		t_arg_add(a, "h2,http/1.1");
 		break;
 	case T_S_SERVER:
-		t_arg_add(a, "%s", tool_openssl);
-		t_arg_add(a, "s_server");
-		t_arg_add(a, "-quiet");
-		t_arg_add(a, "-naccept");
-		t_arg_add(a, "1");
-		t_arg_add(a, "-accept");
-		t_arg_add(a, "127.0.0.1:%d", port);
-		t_arg_add(a, "-cert");
-		t_arg_add(a, "%s/server-ecdsa.pem", c);
-		t_arg_add(a, "-key");
-		t_arg_add(a, "%s/server-ecdsa.key", c);
-		t_arg_add(a, "-CAfile");
-		t_arg_add(a, "%s/ca.pem", c);
-		t_arg_add(a, "-Verify");
-		t_arg_add(a, "1");
-		t_arg_add(a, "-verify_return_error");
+		t_arg_s_server(a, tool_openssl, port, c, "server-ecdsa");
 		t_arg_add(a, "-alpn");
 		t_arg_add(a, "http/1.1");
 		break;

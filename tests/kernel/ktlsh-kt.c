@@ -463,43 +463,11 @@ static void peer_argv(struct t_argv *a, const struct kt_case *c, int port, const
 
 	switch (c->peer) {
 	case PEER_S_SERVER:
-		t_arg_add(a, "%s", tool_openssl);
-		t_arg_add(a, "s_server");
-		t_arg_add(a, "-quiet");
-		t_arg_add(a, "-naccept");
-		t_arg_add(a, "1");
-		t_arg_add(a, "-accept");
-		t_arg_add(a, "127.0.0.1:%d", port);
-		t_arg_add(a, "-cert");
-		t_arg_add(a, "%s/%s.pem", opt.certs, srv);
-		t_arg_add(a, "-key");
-		t_arg_add(a, "%s/%s.key", opt.certs, srv);
-		t_arg_add(a, "-CAfile");
-		t_arg_add(a, "%s/ca.pem", opt.certs);
-		t_arg_add(a, "-Verify");
-		t_arg_add(a, "1");
-		t_arg_add(a, "-verify_return_error");
+		t_arg_s_server(a, tool_openssl, port, opt.certs, srv);
 		arg_openssl_version(a, c, cipher);
 		break;
 	case PEER_S_CLIENT:
-		t_arg_add(a, "%s", tool_openssl);
-		t_arg_add(a, "s_client");
-		t_arg_add(a, "-quiet");
-		t_arg_add(a, "-no_ign_eof");
-		t_arg_add(a, "-nocommands");
-		t_arg_add(a, "-connect");
-		t_arg_add(a, "127.0.0.1:%d", port);
-		t_arg_add(a, "-servername");
-		t_arg_add(a, "localhost");
-		t_arg_add(a, "-verify_hostname");
-		t_arg_add(a, "localhost");
-		t_arg_add(a, "-CAfile");
-		t_arg_add(a, "%s/ca.pem", opt.certs);
-		t_arg_add(a, "-verify_return_error");
-		t_arg_add(a, "-cert");
-		t_arg_add(a, "%s/%s.pem", opt.certs, cli);
-		t_arg_add(a, "-key");
-		t_arg_add(a, "%s/%s.key", opt.certs, cli);
+		t_arg_s_client(a, tool_openssl, port, opt.certs, cli);
 		if (c->kind == K_NEG_CIPHER) {
 			t_arg_add(a, "-tls1_3");
 			t_arg_add(a, "-ciphersuites");

@@ -674,6 +674,57 @@ T_HELPER void t_arg_add(struct t_argv *a, const char *fmt, ...)
 	a->v[a->n] = NULL;
 }
 
+/*
+ * The openssl peers both drivers run, on 127.0.0.1:PORT with the test PKI
+ * in CERTS: mutual TLS, each side verifying the other against ca.pem, the
+ * client checking the name "localhost". NAME is the pair the peer presents
+ * (CERTS/NAME.pem and .key); the caller adds versions, ciphers and ALPN.
+ */
+T_HELPER void t_arg_s_client(struct t_argv *a, const char *openssl, int port, const char *certs,
+			     const char *name)
+{
+	t_arg_add(a, "%s", openssl);
+	t_arg_add(a, "s_client");
+	t_arg_add(a, "-quiet");
+	t_arg_add(a, "-no_ign_eof");
+	t_arg_add(a, "-nocommands");
+	t_arg_add(a, "-connect");
+	t_arg_add(a, "127.0.0.1:%d", port);
+	t_arg_add(a, "-servername");
+	t_arg_add(a, "localhost");
+	t_arg_add(a, "-verify_hostname");
+	t_arg_add(a, "localhost");
+	t_arg_add(a, "-CAfile");
+	t_arg_add(a, "%s/ca.pem", certs);
+	t_arg_add(a, "-verify_return_error");
+	t_arg_add(a, "-cert");
+	t_arg_add(a, "%s/%s.pem", certs, name);
+	t_arg_add(a, "-key");
+	t_arg_add(a, "%s/%s.key", certs, name);
+}
+
+/* One connection, then it exits. */
+T_HELPER void t_arg_s_server(struct t_argv *a, const char *openssl, int port, const char *certs,
+			     const char *name)
+{
+	t_arg_add(a, "%s", openssl);
+	t_arg_add(a, "s_server");
+	t_arg_add(a, "-quiet");
+	t_arg_add(a, "-naccept");
+	t_arg_add(a, "1");
+	t_arg_add(a, "-accept");
+	t_arg_add(a, "127.0.0.1:%d", port);
+	t_arg_add(a, "-cert");
+	t_arg_add(a, "%s/%s.pem", certs, name);
+	t_arg_add(a, "-key");
+	t_arg_add(a, "%s/%s.key", certs, name);
+	t_arg_add(a, "-CAfile");
+	t_arg_add(a, "%s/ca.pem", certs);
+	t_arg_add(a, "-Verify");
+	t_arg_add(a, "1");
+	t_arg_add(a, "-verify_return_error");
+}
+
 T_HELPER void t_argv_free(struct t_argv *a)
 {
 	while (a->n > 0)
