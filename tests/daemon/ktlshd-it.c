@@ -2180,31 +2180,6 @@ out:
 	dmn_stop(&d, r);
 }
 
-/* A real ClientHello, made by OpenSSL into a memory BIO. */
-static ssize_t make_client_hello(uint8_t *buf, size_t len)
-{
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-	SSL *ssl = ctx ? SSL_new(ctx) : NULL;
-	BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
-	ssize_t n = -1;
-
-	if (!ssl || !rb || !wb) {
-		BIO_free(rb);
-		BIO_free(wb);
-		goto out;
-	}
-	SSL_set_bio(ssl, rb, wb);
-	SSL_set_tlsext_host_name(ssl, "localhost");
-	SSL_set_connect_state(ssl);
-	SSL_do_handshake(ssl);
-	n = BIO_read(wb, buf, (int)len);
-out:
-	SSL_free(ssl);
-	SSL_CTX_free(ctx);
-	ERR_clear_error();
-	return n;
-}
-
 static void tcp_reset(int *fd)
 {
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
@@ -2250,7 +2225,7 @@ static void abort_try(struct ktlsh_client *kc, enum abort_mode m, int want, stru
 	switch (m) {
 	case AB_RESET_MID:
 	case AB_CLOSE_MID:
-		n = make_client_hello(ch, sizeof(ch));
+		n = t_make_client_hello(ch, sizeof(ch));
 		if (n < 40 || write(raw, ch, (size_t)n / 2) != n / 2) {
 			t_fail(r, "sending half a ClientHello failed");
 			goto out;

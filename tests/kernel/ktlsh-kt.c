@@ -1555,30 +1555,6 @@ out:
 	conn_free(&k);
 }
 
-/* A real ClientHello, made by OpenSSL into a memory BIO. */
-static ssize_t make_client_hello(uint8_t *buf, size_t len)
-{
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-	SSL *ssl = ctx ? SSL_new(ctx) : NULL;
-	BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
-	ssize_t n = -1;
-
-	if (!ssl || !rb || !wb) {
-		BIO_free(rb);
-		BIO_free(wb);
-		goto out;
-	}
-	SSL_set_bio(ssl, rb, wb);
-	SSL_set_tlsext_host_name(ssl, "localhost");
-	SSL_set_connect_state(ssl);
-	SSL_do_handshake(ssl);
-	n = BIO_read(wb, buf, (int)len);
-out:
-	SSL_free(ssl);
-	SSL_CTX_free(ctx);
-	return n;
-}
-
 struct raw_arg {
 	enum raw_mode mode;
 	int port;
@@ -1628,7 +1604,7 @@ static int raw_peer_main(void *p)
 	switch (a->mode) {
 	case RAW_RESET_MID:
 	case RAW_CLOSE_MID:
-		n = make_client_hello(ch, sizeof(ch));
+		n = t_make_client_hello(ch, sizeof(ch));
 		if (n < 40)
 			return 3;
 		if (write(fd, ch, (size_t)n / 2) != n / 2)

@@ -46,6 +46,8 @@
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/err.h>
 
 #ifndef SOL_TLS
 #define SOL_TLS 282
@@ -672,6 +674,32 @@ T_HELPER void t_arg_add(struct t_argv *a, const char *fmt, ...)
 	va_end(ap);
 	a->v[a->n++] = strdup(buf);
 	a->v[a->n] = NULL;
+}
+
+/* A real ClientHello (SNI localhost), made by OpenSSL into a memory BIO:
+ * its length in buf, or -1. */
+T_HELPER ssize_t t_make_client_hello(uint8_t *buf, size_t len)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+	BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+	ssize_t n = -1;
+
+	if (!ssl || !rb || !wb) {
+		BIO_free(rb);
+		BIO_free(wb);
+		goto out;
+	}
+	SSL_set_bio(ssl, rb, wb);
+	SSL_set_tlsext_host_name(ssl, "localhost");
+	SSL_set_connect_state(ssl);
+	SSL_do_handshake(ssl);	/* wants a read: the hello is in wb */
+	n = BIO_read(wb, buf, (int)len);
+out:
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	ERR_clear_error();
+	return n;
 }
 
 /*
