@@ -21,7 +21,9 @@
  *    long as the queue holds sockets (level- and edge-triggered alike).
  *    The thread keeps its end open until an accept() has claimed the port
  *    (so that no client connection can reuse the port and be taken for
- *    one), then resets it (SO_LINGER 0): no TIME_WAIT is left behind.
+ *    one), then resets it (SO_LINGER 0): no TIME_WAIT is left behind. It
+ *    holds at most PL_WAKE_HOLD so, each costing the program a descriptor;
+ *    beyond that a wake-up is reset as soon as it is connected.
  *  - A safety net: when sockets have waited in the queue for a second and
  *    no accept() took one, the thread makes another wake-up (at most one
  *    outstanding per process and listener), so a wake-up lost for any
@@ -49,6 +51,7 @@
 #define PL_QMSG_MAGIC	0x6b514d31u	/* "kQM1" */
 #define PL_WAKE_TIMEOUT_MS 30000
 #define PL_RECHECK_MS	1000
+#define PL_WAKE_HOLD	64	/* connected wake-ups held open at once */
 
 /* Shared by every process holding the listener (MAP_SHARED, inherited). */
 struct pl_shared {
@@ -99,7 +102,7 @@ struct pl_qmsg {
 static struct pl_lmap *pl_lmap;
 static unsigned int pl_nlmap, pl_caplmap;
 static struct pl_wake *pl_wakes;
-static unsigned int pl_nwakes;
+static unsigned int pl_nwakes, pl_nheld;
 
 /* ---- listeners ---------------------------------------------------------------- */
 
@@ -332,6 +335,17 @@ static void pl_reset_close(int fd)
 	pl_real.close(fd);
 }
 
+/* A connected wake-up: hold it until its acceptor claims the slot, if
+ * fewer than PL_WAKE_HOLD are held. */
+static bool pl_wake_hold(struct pl_wake *w)
+{
+	if (pl_nheld >= PL_WAKE_HOLD)
+		return false;
+	w->connected = true;
+	pl_nheld++;
+	return true;
+}
+
 /* Make a connection to l that its accept() will recognise. Lock held. */
 static void pl_wake(struct pl_listener *l)
 {
@@ -386,10 +400,15 @@ static void pl_wake(struct pl_listener *l)
 		goto fail;
 	*w = (struct pl_wake){ .fd = fd, .l = l, .val = val, .slot = slot, .pidx = -1,
 			       .deadline = pl_now_ms() + PL_WAKE_TIMEOUT_MS, .next = pl_wakes };
-	if (!pl_real.connect(fd, (struct sockaddr *)&ss, len))
-		w->connected = true;
-	else if (errno != EINPROGRESS)
+	if (!pl_real.connect(fd, (struct sockaddr *)&ss, len)) {
+		if (!pl_wake_hold(w)) {
+			pl_reset_close(fd);	/* the slot stays for the acceptor */
+			free(w);
+			return;
+		}
+	} else if (errno != EINPROGRESS) {
 		goto fail;
+	}
 	l->refs++;
 	pl_wakes = w;
 	pl_nwakes++;
@@ -486,8 +505,8 @@ void pl_server_events_locked(const struct pollfd *p, unsigned int n)
 			if (err) {
 				pl_wake_release(w->l, w->slot, w->val);
 				done = true;
-			} else {
-				w->connected = true;
+			} else if (!pl_wake_hold(w)) {
+				done = true;	/* reset now; the slot stays for the acceptor */
 			}
 		} else if (ev || now >= w->deadline) {
 			/* Closed by the acceptor (which claimed the slot),
@@ -501,6 +520,8 @@ void pl_server_events_locked(const struct pollfd *p, unsigned int n)
 		}
 		*pp = w->next;
 		pl_nwakes--;
+		if (w->connected)
+			pl_nheld--;
 		pl_reset_close(w->fd);
 		pl_unref_locked(w->l);
 		free(w);
@@ -767,5 +788,5 @@ void pl_server_atfork_child(void)
 		free(w);
 	}
 	pl_wakes = NULL;
-	pl_nwakes = 0;
+	pl_nwakes = pl_nheld = 0;
 }
