@@ -58,7 +58,7 @@ struct pl_shared {
 	_Atomic int qlen;			/* sockets in the queue, counted before they are put */
 	_Atomic int nwake;			/* wake-ups outstanding */
 	_Atomic unsigned int taken;		/* sockets ever taken: progress */
-	_Atomic uint32_t wake[PL_WAKE_SLOTS];	/* 0x10000 | port of each */
+	_Atomic uint32_t wake[PL_WAKE_SLOTS];	/* pl_wake_val(): port and time of each */
 };
 
 struct pl_listener {
@@ -297,6 +297,27 @@ void pl_server_dup(int oldfd, int newfd)
 
 /* ---- wake-ups ------------------------------------------------------------------ */
 
+/*
+ * A slot holds bit 31 (in use), the monotonic clock's seconds modulo 2^15
+ * when it was taken, and the port. The process that took a slot frees it
+ * by PL_WAKE_TIMEOUT_MS; one that died first cannot, so a slot older than
+ * PL_WAKE_STALE_S counts as free: its port, reused by a client later, is
+ * not taken for a wake-up.
+ */
+#define PL_WAKE_STALE_S	(2 * PL_WAKE_TIMEOUT_MS / 1000)
+
+static uint32_t pl_wake_val(uint16_t port)
+{
+	return 0x80000000u | (uint32_t)((pl_now_ms() / 1000) & 0x7fff) << 16 | port;
+}
+
+static bool pl_wake_stale(uint32_t v)
+{
+	uint32_t now = (uint32_t)(pl_now_ms() / 1000) & 0x7fff;
+
+	return v && ((now - (v >> 16)) & 0x7fff) > PL_WAKE_STALE_S;
+}
+
 static bool pl_is_wake(struct pl_listener *l, const struct sockaddr *sa, socklen_t len)
 {
 	uint8_t addr[16] = { 0 };
@@ -310,12 +331,13 @@ static bool pl_is_wake(struct pl_listener *l, const struct sockaddr *sa, socklen
 	    memcmp(addr, l->wake_addr, family == AF_INET ? 4 : 16))
 		return false;
 	for (i = 0; i < PL_WAKE_SLOTS; i++) {
-		v = 0x10000u | port;
-		if (atomic_load(&l->sh->wake[i]) != v)
+		v = atomic_load(&l->sh->wake[i]);
+		if (!v || (v & 0xffff) != port)
 			continue;
 		if (atomic_compare_exchange_strong(&l->sh->wake[i], &v, 0)) {
 			atomic_fetch_sub(&l->sh->nwake, 1);
-			return true;
+			if (!pl_wake_stale(v))
+				return true;
 		}
 	}
 	return false;
@@ -376,12 +398,15 @@ static void pl_wake(struct pl_listener *l)
 		goto fail;
 	if (pl_real.getsockname(fd, (struct sockaddr *)&ss, &len))
 		goto fail;
-	val = 0x10000u | (l->wake_family == AF_INET ? ntohs(in->sin_port) : ntohs(in6->sin6_port));
+	val = pl_wake_val(l->wake_family == AF_INET ? ntohs(in->sin_port) : ntohs(in6->sin6_port));
 	for (i = 0; i < PL_WAKE_SLOTS; i++) {
-		zero = 0;
+		zero = atomic_load(&l->sh->wake[i]);
+		if (zero && !pl_wake_stale(zero))
+			continue;
 		if (atomic_compare_exchange_strong(&l->sh->wake[i], &zero, val)) {
 			slot = i;
-			atomic_fetch_add(&l->sh->nwake, 1);
+			if (!zero)	/* a stale one stays counted */
+				atomic_fetch_add(&l->sh->nwake, 1);
 			break;
 		}
 	}
