@@ -728,16 +728,20 @@ static void deny_supervise(int lfd, pid_t parent)
 	deny_report(0);
 }
 
+/* A filter's start: any call but NR (on x86-64) is allowed. */
+#define DENY_ONLY_SYSCALL(NR)								\
+	BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),	\
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),			\
+	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),					\
+	BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),		\
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (NR), 1, 0),				\
+	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+
 static int mode_deny(const char *mode, char **prog)
 {
 	/* setsockopt(SOL_TLS, TLS_RX), or connect(): to the supervisor. */
 	struct sock_filter rx[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_setsockopt, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		DENY_ONLY_SYSCALL(SYS_setsockopt),
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SOL_TLS, 1, 0),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
@@ -747,12 +751,7 @@ static int mode_deny(const char *mode, char **prog)
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
 	};
 	struct sock_filter conn[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_connect, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		DENY_ONLY_SYSCALL(SYS_connect),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
 	};
 	bool is_rx = !strcmp(mode, "deny-tls-rx");
