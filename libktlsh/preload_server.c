@@ -102,7 +102,7 @@ struct pl_qmsg {
 static struct pl_lmap *pl_lmap;
 static unsigned int pl_nlmap, pl_caplmap;
 static struct pl_wake *pl_wakes;
-static unsigned int pl_nwakes, pl_nheld;
+static unsigned int pl_nheld;		/* of pl_wakes, the connected ones held */
 
 /* ---- listeners ---------------------------------------------------------------- */
 
@@ -376,7 +376,7 @@ static void pl_wake(struct pl_listener *l)
 	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
 	socklen_t len;
 	struct pl_wake *w = NULL;
-	uint32_t zero, val;
+	uint32_t cur, val;
 	int fd, slot = -1, i;
 
 	fd = pl_real.socket(l->wake_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -400,12 +400,12 @@ static void pl_wake(struct pl_listener *l)
 		goto fail;
 	val = pl_wake_val(l->wake_family == AF_INET ? ntohs(in->sin_port) : ntohs(in6->sin6_port));
 	for (i = 0; i < PL_WAKE_SLOTS; i++) {
-		zero = atomic_load(&l->sh->wake[i]);
-		if (zero && !pl_wake_stale(zero))
+		cur = atomic_load(&l->sh->wake[i]);
+		if (cur && !pl_wake_stale(cur))
 			continue;
-		if (atomic_compare_exchange_strong(&l->sh->wake[i], &zero, val)) {
+		if (atomic_compare_exchange_strong(&l->sh->wake[i], &cur, val)) {
 			slot = i;
-			if (!zero)	/* a stale one stays counted */
+			if (!cur)	/* a stale one stays counted */
 				atomic_fetch_add(&l->sh->nwake, 1);
 			break;
 		}
@@ -436,7 +436,6 @@ static void pl_wake(struct pl_listener *l)
 	}
 	l->refs++;
 	pl_wakes = w;
-	pl_nwakes++;
 	return;
 fail:
 	pl_log_conn("listener %s: wake-up connection failed (%s); a finished handshake waits for "
@@ -544,7 +543,6 @@ void pl_server_events_locked(const struct pollfd *p, unsigned int n)
 			continue;
 		}
 		*pp = w->next;
-		pl_nwakes--;
 		if (w->connected)
 			pl_nheld--;
 		pl_reset_close(w->fd);
@@ -813,5 +811,5 @@ void pl_server_atfork_child(void)
 		free(w);
 	}
 	pl_wakes = NULL;
-	pl_nwakes = pl_nheld = 0;
+	pl_nheld = 0;
 }
