@@ -421,8 +421,9 @@ int ktlshd_nl_policy_feed(struct ktlshd_nl_policy *pol, const void *msg, size_t 
 				nla_for_each_nested(b, a, r2) {
 					if (nla_type(b) != CTRL_ATTR_POLICY_DO)
 						continue;
-					if (ktlshd_nl_u32(b, &v) || v >= 8 * sizeof(pol->attrs) /
-									 sizeof(pol->attrs[0]))
+					/* An index into attrs[], read by ktlshd_nl_policy_has(). */
+					if (ktlshd_nl_u32(b, &v) ||
+					    v >= sizeof(pol->attrs) / sizeof(pol->attrs[0]))
 						return -EBADMSG;
 					pol->op_policy_idx = (int)v;
 				}
